@@ -1,0 +1,136 @@
+//! Lock manager (L1–L4): one mutating run at a time per state directory.
+//!
+//! Contract: [`FileLock`] takes an exclusive `flock(2)` on `<state>/lock`, polling
+//! with a bounded wait; it reports the real wait and number of attempts, and writes
+//! the holder's pid into the file (for `doctor`). The lock is released when the
+//! [`LockGuard`] drops (or the process dies — flock is released by the kernel).
+
+use crate::error::{Error, ErrorId, Result};
+use rustix::fs::{openat, Mode, OFlags};
+use std::fs::{File, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant};
+
+/// Name of the lock file in the state directory.
+pub const LOCK_FILE: &str = "lock";
+
+/// A held lock and how it was obtained.
+pub struct LockGuard {
+    pub backend: &'static str,
+    pub wait_ms: u64,
+    pub attempts: u64,
+    _file: Option<File>,
+}
+
+impl LockGuard {
+    /// The guard used when no lock manager is configured (dev/test only, L3).
+    pub fn none() -> LockGuard {
+        LockGuard {
+            backend: "none",
+            wait_ms: 0,
+            attempts: 0,
+            _file: None,
+        }
+    }
+}
+
+/// Serializes mutating runs.
+pub trait LockManager: Send + Sync {
+    /// Backend name for facts (`lock_backend`).
+    fn backend(&self) -> &'static str;
+    /// Takes the lock in `state_dir`, waiting at most `timeout`; `E_LOCKING` after.
+    fn acquire(&self, state_dir: BorrowedFd<'_>, timeout: Duration) -> Result<LockGuard>;
+}
+
+/// `flock(2)` on `<state>/lock`.
+#[derive(Debug, Clone, Default)]
+pub struct FileLock {
+    poll: Option<Duration>,
+}
+
+impl FileLock {
+    /// A file lock polling every 10 ms.
+    pub fn new() -> FileLock {
+        FileLock::default()
+    }
+}
+
+fn open_lock(state_dir: BorrowedFd<'_>) -> std::io::Result<File> {
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(File::from(openat(
+        state_dir,
+        LOCK_FILE,
+        flags,
+        Mode::from_raw_mode(0o644),
+    )?))
+}
+
+impl LockManager for FileLock {
+    fn backend(&self) -> &'static str {
+        "flock"
+    }
+
+    fn acquire(&self, state_dir: BorrowedFd<'_>, timeout: Duration) -> Result<LockGuard> {
+        let mut file = open_lock(state_dir)
+            .map_err(|e| Error::io(ErrorId::Locking, "opening lock file", e))?;
+        let poll = self.poll.unwrap_or(Duration::from_millis(10));
+        let start = Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if start.elapsed() < timeout => {
+                    std::thread::sleep(poll)
+                }
+                Err(TryLockError::WouldBlock) => {
+                    let holder = read_holder(&mut file)
+                        .map(|p| format!(" (held by pid {p})"))
+                        .unwrap_or_default();
+                    return Err(Error::new(
+                        ErrorId::Locking,
+                        format!(
+                            "lock not acquired within {} ms after {attempts} attempts{holder}",
+                            timeout.as_millis()
+                        ),
+                    )
+                    .with_remediation(
+                        "wait for the other switchyard run to finish, or raise lock_timeout_ms",
+                    ));
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(Error::io(ErrorId::Locking, "locking", e))
+                }
+            }
+        }
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
+        Ok(LockGuard {
+            backend: self.backend(),
+            wait_ms: start.elapsed().as_millis() as u64,
+            attempts,
+            _file: Some(file),
+        })
+    }
+}
+
+fn read_holder(file: &mut File) -> Option<u32> {
+    let mut s = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut s).ok()?;
+    s.trim().parse().ok()
+}
+
+/// Who holds the lock in `state_dir`: `Ok(None)` if free, `Ok(Some(pid))` if held
+/// (pid 0 when unknown). Probing takes and releases the lock when it is free.
+pub fn probe(state_dir: BorrowedFd<'_>) -> std::io::Result<Option<u32>> {
+    let mut file = open_lock(state_dir)?;
+    match file.try_lock() {
+        Ok(()) => Ok(None),
+        Err(TryLockError::WouldBlock) => Ok(Some(read_holder(&mut file).unwrap_or(0))),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}

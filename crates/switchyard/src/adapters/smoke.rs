@@ -1,0 +1,128 @@
+//! Smoke runner (H2–H4): health checks run inside commit, after the swaps.
+//!
+//! Contract: a runner returns one [`SmokeOutcome`] per check. A check that could
+//! not run — exec error, missing binary, signal, timeout — is a failure whose
+//! `cause` says why; it is never read as empty output or success (H4). Any failed
+//! outcome makes the engine undo the run and fail with `E_SMOKE` (H3).
+
+use crate::path::{Root, SafePath};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The result of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmokeOutcome {
+    pub check: String,
+    pub ok: bool,
+    /// Why it failed (exit status, missing output, exec error, signal, timeout).
+    pub cause: Option<String>,
+}
+
+/// What a runner may look at.
+pub struct SmokeContext<'a> {
+    pub root: &'a Root,
+    /// Targets the run swapped.
+    pub targets: &'a [SafePath],
+}
+
+/// Verifies the system after the swaps.
+pub trait SmokeRunner: Send + Sync {
+    /// Runs every check.
+    fn run(&self, cx: &SmokeContext<'_>) -> Vec<SmokeOutcome>;
+}
+
+/// One command check: run `argv`, expect an exit code and a stdout substring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandCheck {
+    /// `argv[0]` without a leading `/` is resolved inside the root.
+    pub argv: Vec<String>,
+    pub expect_exit: i32,
+    pub expect_stdout: Option<String>,
+    pub timeout: Duration,
+}
+
+/// Runs a list of [`CommandCheck`]s.
+#[derive(Debug, Clone, Default)]
+pub struct CommandSmoke {
+    pub checks: Vec<CommandCheck>,
+}
+
+impl SmokeRunner for CommandSmoke {
+    fn run(&self, cx: &SmokeContext<'_>) -> Vec<SmokeOutcome> {
+        self.checks.iter().map(|c| run_check(cx.root, c)).collect()
+    }
+}
+
+fn program(root: &Root, argv0: &str) -> PathBuf {
+    if argv0.starts_with('/') {
+        PathBuf::from(argv0)
+    } else {
+        root.path().join(argv0)
+    }
+}
+
+/// Runs one check to completion or timeout.
+pub fn run_check(root: &Root, c: &CommandCheck) -> SmokeOutcome {
+    let name = c.argv.join(" ");
+    let fail = |cause: String| SmokeOutcome {
+        check: name.clone(),
+        ok: false,
+        cause: Some(cause),
+    };
+    let Some(argv0) = c.argv.first() else {
+        return fail("empty argv".into());
+    };
+    let mut child = match Command::new(program(root, argv0))
+        .args(&c.argv[1..])
+        .current_dir(root.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(ch) => ch,
+        Err(e) => return fail(format!("could not execute {argv0}: {e}")),
+    };
+    let mut stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(out) = stdout.as_mut() {
+            let _ = out.take(1 << 20).read_to_end(&mut buf);
+        }
+        buf
+    });
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if start.elapsed() >= c.timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return fail(format!("timed out after {} ms", c.timeout.as_millis()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return fail(format!("waiting for {argv0}: {e}")),
+        }
+    };
+    let out = reader.join().unwrap_or_default();
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = status.signal() {
+        return fail(format!("killed by signal {sig}"));
+    }
+    let code = status.code().unwrap_or(-1);
+    if code != c.expect_exit {
+        return fail(format!("exit status {code}, expected {}", c.expect_exit));
+    }
+    if let Some(want) = &c.expect_stdout {
+        if !String::from_utf8_lossy(&out).contains(want.as_str()) {
+            return fail(format!("stdout does not contain {want:?}"));
+        }
+    }
+    SmokeOutcome {
+        check: name,
+        ok: true,
+        cause: None,
+    }
+}

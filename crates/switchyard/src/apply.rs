@@ -1,0 +1,447 @@
+//! Apply (A1–A4, R4, D2, D3): journal, swap, sync, smoke, commit — or undo it all.
+//!
+//! The transaction, in order:
+//! 1. lock; settle pending journals (recovery, A3);
+//! 2. inspect and preflight; any stop fails with nothing changed;
+//! 3. choose staging and backup names; a dry-run reports here (O2);
+//! 4. write the journal durably (every prior snapshot = the sidecars, S6);
+//! 5. swap each action (`swap::apply`); on any failure undo every touched action,
+//!    the failing one included, in reverse order (R4);
+//! 6. fsync each touched directory once (A4);
+//! 7. smoke (H3): a failure undoes the run unless `disable_auto_rollback`;
+//! 8. write the run record — the commit point — then remove the journal.
+//!
+//! Invariant: until step 8's record is durable, recovery undoes the run; after it,
+//! recovery completes it (removes the journal). Nothing before step 4 mutates.
+
+use crate::adapters::smoke::SmokeContext;
+use crate::engine::{ApplyMode, Switchyard};
+use crate::error::{Error, ErrorId, Result};
+use crate::facts::{Decision, Emitter, Fact, Perf, Stage};
+use crate::failpoints::{self as fp, hit};
+use crate::journal::{ActionRecord, RunKind, RunRecord, RunStatus, StateDir, RECORD_FORMAT};
+use crate::node::{lstat, sha256_bytes, NodeKind};
+use crate::path::NAME_MAX;
+use crate::plan::{ActionKind, Plan};
+use crate::rollback::undo_actions;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Instant;
+use uuid::Uuid;
+
+/// What one action did (or, in a dry-run, would do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionOutcome {
+    pub action_id: Uuid,
+    pub kind: ActionKind,
+    pub target: String,
+    pub before_kind: NodeKind,
+    pub after_kind: NodeKind,
+    pub before_hash: Option<String>,
+    pub after_hash: Option<String>,
+    pub backup: Option<String>,
+    pub noop: bool,
+}
+
+/// The result of [`Switchyard::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub run_id: Uuid,
+    pub plan_id: Uuid,
+    pub dry_run: bool,
+    /// Whether anything on disk changed (D3: false when already in effect).
+    pub changed: bool,
+    pub actions: Vec<ActionOutcome>,
+    /// The run's `facts.jsonl`, when it was written (commits).
+    pub facts_path: Option<PathBuf>,
+}
+
+pub(crate) fn ms(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}
+
+/// `.switchyard.<name>.<suffix>`, with `name` replaced by a hash prefix when the
+/// result would exceed `NAME_MAX`.
+pub(crate) fn aux_name(name: &str, suffix: &str) -> String {
+    let full = format!(".switchyard.{name}.{suffix}");
+    if full.len() <= NAME_MAX {
+        return full;
+    }
+    format!(
+        ".switchyard.{}.{suffix}",
+        &sha256_bytes(name.as_bytes())[..16]
+    )
+}
+
+/// The first free backup name for `name` in `dir` (deterministic for a given tree).
+fn backup_name(dir: &OwnedFd, name: &str) -> Result<String> {
+    for n in 1u32.. {
+        let cand = aux_name(name, &format!("{n}.bak"));
+        match lstat(dir, &cand) {
+            Ok(None) => return Ok(cand),
+            Ok(Some(_)) => continue,
+            Err(e) => {
+                return Err(Error::io(
+                    ErrorId::Generic,
+                    format!("probing backup name {cand}"),
+                    e,
+                ))
+            }
+        }
+    }
+    Err(Error::new(ErrorId::Generic, "no free backup name"))
+}
+
+fn outcome(r: &ActionRecord, after_kind: NodeKind) -> ActionOutcome {
+    ActionOutcome {
+        action_id: r.action_id,
+        kind: r.kind,
+        target: r.target.to_string(),
+        before_kind: r.prior.kind,
+        after_kind,
+        before_hash: r.before_hash.clone(),
+        after_hash: r.after_hash.clone(),
+        backup: r.backup.clone().filter(|_| !r.noop),
+        noop: r.noop,
+    }
+}
+
+fn result_fact(o: &ActionOutcome, duration_ms: u64) -> Fact {
+    let mut f =
+        Fact::new(Stage::ApplyResult, Decision::Success).for_action(&o.action_id, &o.target);
+    f.kind = Some(o.kind.as_str().into());
+    f.before_kind = Some(o.before_kind.as_str().into());
+    f.after_kind = Some(o.after_kind.as_str().into());
+    f.before_hash = o.before_hash.clone();
+    f.after_hash = o.after_hash.clone();
+    f.hash_alg = Some("sha256".into());
+    f.backup = o.backup.clone();
+    f.backup_durable = Some(o.backup.is_some());
+    f.degraded = Some(false);
+    f.noop = Some(o.noop);
+    f.duration_ms = Some(duration_ms);
+    f
+}
+
+/// Fails the run: emits the summary failure fact and attaches the run ID.
+fn fail(em: &mut Emitter, mut e: Error, action_count: usize) -> Error {
+    let mut f = Fact::new(Stage::ApplyResult, Decision::Failure);
+    f.action_count = Some(action_count as u64);
+    f.changed = Some(false);
+    em.emit(f.failed(&e));
+    em.flush();
+    e.run_id = Some(em.run_id);
+    e
+}
+
+impl Switchyard {
+    /// Applies `plan`: a dry-run reports what would happen; a commit makes it so,
+    /// all or nothing (see the module docs).
+    pub fn apply(&self, plan: &Plan, mode: ApplyMode) -> Result<ApplyReport> {
+        let commit = mode == ApplyMode::Commit;
+        let n = plan.actions.len();
+        if commit && self.smoke.is_none() && self.policy.require_smoke_runner {
+            return Err(Error::new(
+                ErrorId::Policy,
+                format!(
+                    "the {} preset refuses to commit without a smoke runner (H6)",
+                    self.policy.preset.as_str()
+                ),
+            ));
+        }
+        let state = self.open_state(commit)?;
+        let guard = match &state {
+            Some(s) if commit => Some(self.lock(s)?),
+            _ => None,
+        };
+        let mut em = self.emitter(Some(plan.plan_id), !commit);
+        em.emit(self.lock_fact(Stage::ApplyAttempt, guard.as_ref()));
+        if let (Some(s), true) = (&state, commit) {
+            self.recover_locked(s).map_err(|e| fail(&mut em, e, n))?;
+        }
+        let t_hash = Instant::now();
+        let records = self
+            .records(state.as_ref())
+            .map_err(|e| fail(&mut em, e, n))?;
+        let (items, report) = self.inspect(plan, &records);
+        let hash_ms = ms(t_hash);
+        if !report.ok() {
+            return Err(fail(&mut em, crate::engine::preflight_error(&report), n));
+        }
+        let mut recs = Vec::with_capacity(n);
+        for i in &items {
+            let (dir, name) = (i.dir.as_ref(), i.action.target.file_name());
+            let (stage, backup) = match (&i.restore_from, dir) {
+                _ if i.noop => (String::new(), None),
+                (Some((b, _, _)), _) => (b.clone(), None),
+                (None, _) => (
+                    aux_name(name, &format!("{}.stage", em.run_id.simple())),
+                    None,
+                ),
+            };
+            let backup = match dir {
+                Some(d) if !i.noop && i.current.kind != NodeKind::Absent => {
+                    Some(backup_name(d, name)?)
+                }
+                _ => backup,
+            };
+            recs.push(i.record(stage, backup));
+        }
+        let changed = recs.iter().any(|r| !r.noop);
+        let dir_count = recs
+            .iter()
+            .filter(|r| !r.noop)
+            .map(|r| r.target.parent())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if !commit {
+            for r in &recs {
+                em.emit(result_fact(&outcome(r, planned_kind(r)), 0));
+            }
+            let outcomes = recs.iter().map(|r| outcome(r, planned_kind(r))).collect();
+            em.emit(summary(
+                n,
+                changed,
+                Perf {
+                    hash_ms,
+                    ..Perf::default()
+                },
+                dir_count as u64,
+            ));
+            em.flush();
+            return Ok(ApplyReport {
+                run_id: em.run_id,
+                plan_id: plan.plan_id,
+                dry_run: true,
+                changed,
+                actions: outcomes,
+                facts_path: None,
+            });
+        }
+        let state = state.ok_or_else(|| Error::new(ErrorId::Generic, "state directory missing"))?;
+        let dirs: Vec<Option<&OwnedFd>> = items.iter().map(|i| i.dir.as_ref()).collect();
+        self.commit(plan, &state, &mut em, recs, &dirs, hash_ms)
+    }
+
+    fn commit(
+        &self,
+        plan: &Plan,
+        state: &StateDir,
+        em: &mut Emitter,
+        recs: Vec<ActionRecord>,
+        dirs: &[Option<&OwnedFd>],
+        hash_ms: u64,
+    ) -> Result<ApplyReport> {
+        let n = recs.len();
+        let mut record = RunRecord {
+            format: RECORD_FORMAT,
+            run_id: em.run_id,
+            kind: RunKind::Apply,
+            plan_id: Some(plan.plan_id),
+            status: RunStatus::Pending,
+            target_run_id: None,
+            actions: recs,
+            changed: false,
+            error: None,
+        };
+        let changed = record.actions.iter().any(|r| !r.noop);
+        let mut perf = Perf {
+            hash_ms,
+            ..Perf::default()
+        };
+        if changed {
+            let t = Instant::now();
+            state.write_journal(&record).map_err(|e| fail(em, e, n))?;
+            perf.backup_ms = ms(t);
+            if let Err(e) = hit(fp::APPLY_AFTER_JOURNAL) {
+                let e = Error::io(ErrorId::Generic, "journal written", e);
+                return Err(self.abort(state, em, record, 0, e));
+            }
+        }
+        let mut sync = crate::durability::DirSync::default();
+        let t_swap = Instant::now();
+        let mut outcomes = Vec::with_capacity(n);
+        for (idx, (r, dir)) in record.actions.iter().zip(dirs).enumerate() {
+            let t = Instant::now();
+            if !r.noop {
+                let Some(dir) = dir else {
+                    let e = Error::new(
+                        ErrorId::AtomicSwap,
+                        format!("{}: directory not open", r.target),
+                    );
+                    return Err(self.abort(state, em, record, idx + 1, e));
+                };
+                let touched = sync.touch(r.target.parent(), dir);
+                if let Err(e) = touched
+                    .map_err(|e| Error::io(ErrorId::Generic, "dir handle", e))
+                    .and_then(|()| crate::swap::apply(dir, r))
+                {
+                    return Err(self.abort(state, em, record, idx + 1, e));
+                }
+            }
+            let o = outcome(r, planned_kind(r));
+            em.emit(result_fact(&o, ms(t)));
+            outcomes.push(o);
+        }
+        perf.swap_ms = ms(t_swap);
+        let t_sync = Instant::now();
+        let synced = hit(fp::APPLY_BEFORE_SYNC).and_then(|()| sync.sync());
+        let fsyncs = match synced {
+            Ok(k) => k as u64,
+            Err(e) => {
+                return Err(self.abort(
+                    state,
+                    em,
+                    record,
+                    n,
+                    Error::io(ErrorId::AtomicSwap, "syncing directories", e),
+                ))
+            }
+        };
+        perf.fsync_ms = ms(t_sync);
+        let smoke_failure = self.smoke_check(&record, em.run_id);
+        let smoke_facts = smoke_failure.1;
+        if let Some(e) = smoke_failure.0 {
+            if !self.policy.disable_auto_rollback {
+                let e = self.abort(state, em, record, n, e);
+                return Err(e);
+            }
+            record.status = RunStatus::Committed;
+            record.changed = changed;
+            record.error = Some(e.message.clone());
+            let mut f = summary(n, changed, perf, fsyncs).failed(&e);
+            f.decision = Decision::Failure;
+            em.emit(f);
+            smoke_facts.into_iter().for_each(|f| em.emit(f));
+            state.write_record(&record, &em.jsonl())?;
+            state.clear_journal(&record.run_id)?;
+            em.flush();
+            let mut e = e;
+            e.run_id = Some(em.run_id);
+            return Err(e);
+        }
+        if let Err(e) = hit(fp::APPLY_BEFORE_COMMIT) {
+            return Err(self.abort(
+                state,
+                em,
+                record,
+                n,
+                Error::io(ErrorId::Generic, "before commit", e),
+            ));
+        }
+        em.emit(summary(n, changed, perf, fsyncs));
+        smoke_facts.into_iter().for_each(|f| em.emit(f));
+        record.status = RunStatus::Committed;
+        record.changed = changed;
+        if let Err(e) = state.write_record(&record, &em.jsonl()) {
+            return Err(self.abort(state, em, record, n, e));
+        }
+        // Past the commit point: failures from here on do not undo the run.
+        hit(fp::APPLY_AFTER_COMMIT).map_err(|e| Error::io(ErrorId::Generic, "after commit", e))?;
+        if changed {
+            state.clear_journal(&record.run_id)?;
+        }
+        em.flush();
+        Ok(ApplyReport {
+            run_id: em.run_id,
+            plan_id: plan.plan_id,
+            dry_run: false,
+            changed,
+            actions: outcomes,
+            facts_path: Some(state.facts_path(&em.run_id)),
+        })
+    }
+
+    /// Runs the smoke runner; returns the failure (if any) and the `smoke` facts.
+    fn smoke_check(&self, record: &RunRecord, _run: Uuid) -> (Option<Error>, Vec<Fact>) {
+        let Some(runner) = &self.smoke else {
+            return (None, Vec::new());
+        };
+        let targets: Vec<_> = record.actions.iter().map(|a| a.target.clone()).collect();
+        let outcomes = runner.run(&SmokeContext {
+            root: &self.root,
+            targets: &targets,
+        });
+        let mut facts = Vec::new();
+        let mut failed = Vec::new();
+        for o in &outcomes {
+            let mut f = Fact::new(
+                Stage::Smoke,
+                if o.ok {
+                    Decision::Success
+                } else {
+                    Decision::Failure
+                },
+            );
+            f.check = Some(o.check.clone());
+            if let Some(c) = &o.cause {
+                f.notes = Some(vec![c.clone()]);
+                failed.push(format!("{}: {c}", o.check));
+            }
+            facts.push(f);
+        }
+        let err = (!failed.is_empty()).then(|| {
+            let verb = if self.policy.disable_auto_rollback {
+                "kept (disable_auto_rollback)"
+            } else {
+                "rolled back"
+            };
+            Error::new(
+                ErrorId::Smoke,
+                format!("smoke failed ({}); changes {verb}", failed.join("; ")),
+            )
+            .with_remediation("fix the failing check or the alternative, then apply again")
+        });
+        (err, facts)
+    }
+
+    /// Undoes the first `upto` actions of `record` (in reverse), records the run as
+    /// undone and clears its journal; returns `e` (or the undo failure, R5).
+    fn abort(
+        &self,
+        state: &StateDir,
+        em: &mut Emitter,
+        mut record: RunRecord,
+        upto: usize,
+        e: Error,
+    ) -> Error {
+        let n = record.actions.len();
+        let undo = undo_actions(&self.root, &record.actions[..upto], false, None);
+        let e = match undo {
+            Ok(_) => e,
+            Err(mut u) => {
+                u.causes.insert(0, e.id);
+                u.message = format!("{}; undoing it failed: {}", e.message, u.message);
+                u
+            }
+        };
+        record.status = RunStatus::Undone;
+        record.error = Some(e.message.clone());
+        let e = fail(em, e, n);
+        if e.targets.is_empty() {
+            // Fully undone: the record closes the run and the journal can go.
+            let _ = state
+                .write_record(&record, &em.jsonl())
+                .and_then(|()| state.clear_journal(&record.run_id));
+        }
+        e
+    }
+}
+
+fn planned_kind(r: &ActionRecord) -> NodeKind {
+    match (r.kind, &r.new_node) {
+        _ if r.noop => r.prior.kind,
+        (ActionKind::Link, _) => NodeKind::Symlink,
+        (ActionKind::Restore, Some(n)) => n.kind,
+        (ActionKind::Restore, None) => r.prior.kind,
+    }
+}
+
+fn summary(n: usize, changed: bool, perf: Perf, fsyncs: u64) -> Fact {
+    let mut f = Fact::new(Stage::ApplyResult, Decision::Success);
+    f.action_count = Some(n as u64);
+    f.changed = Some(changed);
+    f.perf = Some(perf);
+    f.fsync_count = Some(fsyncs);
+    f
+}

@@ -1,0 +1,390 @@
+//! The [`Switchyard`] handle: configuration, and the read-only operations (plan,
+//! preflight, status). Mutating operations live in `apply`, `rollback` and
+//! `recovery`; each takes the lock and settles pending journals first (A3, L1).
+//!
+//! Invariants: a `Switchyard` is `Send + Sync` (L4); it holds the root open as a
+//! directory handle for its whole life, so a later rename of the root path cannot
+//! redirect it; it never reads environment variables.
+
+use crate::adapters::lock::{LockGuard, LockManager};
+use crate::adapters::smoke::SmokeRunner;
+use crate::error::{Error, ErrorId, Result};
+use crate::facts::{Decision, Emitter, Fact, FactSink, Stage};
+use crate::journal::{RunKind, RunRecord, RunStatus, StateDir, StateLocation};
+use crate::node::{Node, NodeKind};
+use crate::path::{Resolver, Root};
+use crate::plan::{self, Plan, PlanInput};
+use crate::policy::Policy;
+use crate::preflight::{self, Check, CheckContext, Inspection, PreflightReport};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Dry-run (the default, D2) or commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApplyMode {
+    #[default]
+    DryRun,
+    Commit,
+}
+
+/// Builds a [`Switchyard`].
+pub struct Builder {
+    policy: Policy,
+    root: PathBuf,
+    state: StateLocation,
+    resolver: Option<Resolver>,
+    lock: Option<Box<dyn LockManager>>,
+    smoke: Option<Box<dyn SmokeRunner>>,
+    sinks: Vec<Arc<dyn FactSink>>,
+    checks: Vec<Box<dyn Check>>,
+}
+
+impl Builder {
+    /// The root every path is confined to (default `/`).
+    pub fn root(mut self, root: impl Into<PathBuf>) -> Builder {
+        self.root = root.into();
+        self
+    }
+
+    /// Where journals, records and the lock live (default `var/lib/switchyard` in the root).
+    pub fn state_dir(mut self, loc: StateLocation) -> Builder {
+        self.state = loc;
+        self
+    }
+
+    /// Forces a path resolver (default: `openat2` when the kernel has it).
+    pub fn resolver(mut self, r: Resolver) -> Builder {
+        self.resolver = Some(r);
+        self
+    }
+
+    /// Serializes mutating runs (L1).
+    pub fn with_lock_manager(mut self, l: impl LockManager + 'static) -> Builder {
+        self.lock = Some(Box::new(l));
+        self
+    }
+
+    /// Verifies health inside commit (H2, H3).
+    pub fn with_smoke_runner(mut self, s: impl SmokeRunner + 'static) -> Builder {
+        self.smoke = Some(Box::new(s));
+        self
+    }
+
+    /// Adds a facts sink (O1).
+    pub fn with_facts_sink(mut self, s: impl FactSink + 'static) -> Builder {
+        self.sinks.push(Arc::new(s));
+        self
+    }
+
+    /// Adds a preflight gate after the built-in ones.
+    pub fn with_check(mut self, c: impl Check + 'static) -> Builder {
+        self.checks.push(Box::new(c));
+        self
+    }
+
+    /// Opens the root and finishes the handle.
+    pub fn build(self) -> Result<Switchyard> {
+        let root = Root::open(&self.root).map_err(|e| {
+            Error::io(
+                ErrorId::Usage,
+                format!("opening root {}", self.root.display()),
+                e,
+            )
+        })?;
+        let root = match self.resolver {
+            Some(r) => root.with_resolver(r),
+            None => root,
+        };
+        Ok(Switchyard {
+            policy: self.policy,
+            root,
+            state: self.state,
+            lock: self.lock,
+            smoke: self.smoke,
+            sinks: self.sinks,
+            checks: self.checks,
+        })
+    }
+}
+
+/// A configured Switchyard over one root.
+pub struct Switchyard {
+    pub(crate) policy: Policy,
+    pub(crate) root: Root,
+    pub(crate) state: StateLocation,
+    pub(crate) lock: Option<Box<dyn LockManager>>,
+    pub(crate) smoke: Option<Box<dyn SmokeRunner>>,
+    pub(crate) sinks: Vec<Arc<dyn FactSink>>,
+    pub(crate) checks: Vec<Box<dyn Check>>,
+}
+
+/// A managed target, as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetStatus {
+    pub path: String,
+    pub kind: NodeKind,
+    pub link_dest: Option<String>,
+    /// The run that last changed it.
+    pub run_id: Uuid,
+    /// Its backup beside it, if one is there.
+    pub backup: Option<String>,
+}
+
+/// What `status` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub targets: Vec<TargetStatus>,
+    pub pending_journal: bool,
+    pub state_dir: PathBuf,
+}
+
+impl Switchyard {
+    /// Starts a builder with `policy`.
+    pub fn builder(policy: Policy) -> Builder {
+        let mut checks = preflight::builtin_checks();
+        checks.shrink_to_fit();
+        Builder {
+            policy,
+            root: PathBuf::from("/"),
+            state: StateLocation::default(),
+            resolver: None,
+            lock: None,
+            smoke: None,
+            sinks: Vec::new(),
+            checks,
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The root's host path.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The state directory's host path.
+    pub fn state_path(&self) -> PathBuf {
+        match &self.state {
+            StateLocation::InRoot(p) => self.root.host_path(p),
+            StateLocation::Host(p) => p.clone(),
+        }
+    }
+
+    pub(crate) fn open_state(&self, create: bool) -> Result<Option<StateDir>> {
+        StateDir::open(&self.state, &self.root, create)
+    }
+
+    pub(crate) fn emitter(&self, plan_id: Option<Uuid>, dry_run: bool) -> Emitter {
+        Emitter::new(self.sinks.clone(), plan_id, dry_run)
+    }
+
+    /// Takes the lock for a mutating run (L1–L3).
+    pub(crate) fn lock(&self, state: &StateDir) -> Result<LockGuard> {
+        match &self.lock {
+            Some(l) => l.acquire(
+                std::os::fd::AsFd::as_fd(state.fd()),
+                Duration::from_millis(self.policy.lock_timeout_ms),
+            ),
+            None if self.policy.require_lock_manager => Err(Error::new(
+                ErrorId::Policy,
+                format!(
+                    "the {} preset refuses to commit without a lock manager (L3)",
+                    self.policy.preset.as_str()
+                ),
+            )),
+            None => Ok(LockGuard::none()),
+        }
+    }
+
+    /// The `apply.attempt`-style lock fields; a WARN fact without a lock manager (L3).
+    pub(crate) fn lock_fact(&self, stage: Stage, guard: Option<&LockGuard>) -> Fact {
+        let backend = self.lock.as_ref().map_or("none", |l| l.backend());
+        let mut f = Fact::new(
+            stage,
+            if self.lock.is_some() {
+                Decision::Success
+            } else {
+                Decision::Warn
+            },
+        );
+        f.lock_backend = Some(backend.to_owned());
+        f.lock_wait_ms = Some(guard.map_or(0, |g| g.wait_ms));
+        f.lock_attempts = Some(guard.map_or(0, |g| g.attempts));
+        if self.lock.is_none() {
+            f.notes = Some(vec![
+                "no lock manager configured: concurrent runs are not serialized".into(),
+            ]);
+        }
+        f
+    }
+
+    /// Plans `input` (D1). Emits one `plan` fact per action.
+    pub fn plan(&self, input: &PlanInput) -> Result<Plan> {
+        let plan = plan::build(input, self.policy.max_plan_actions)?;
+        let mut em = self.emitter(Some(plan.plan_id), true);
+        for a in &plan.actions {
+            let mut f = Fact::new(Stage::Plan, Decision::Success)
+                .for_action(&a.action_id, a.target.as_str());
+            f.kind = Some(a.kind.as_str().into());
+            f.source = a.source.as_ref().map(|s| s.to_string());
+            em.emit(f);
+        }
+        em.flush();
+        Ok(plan)
+    }
+
+    pub(crate) fn records(&self, state: Option<&StateDir>) -> Result<Vec<RunRecord>> {
+        state.map_or(Ok(Vec::new()), StateDir::records)
+    }
+
+    pub(crate) fn inspect(
+        &self,
+        plan: &Plan,
+        records: &[RunRecord],
+    ) -> (Vec<Inspection>, PreflightReport) {
+        let items = preflight::inspect(&self.root, plan, records);
+        let cx = CheckContext {
+            root: &self.root,
+            policy: &self.policy,
+        };
+        let report = preflight::evaluate(&cx, &self.checks, &items);
+        (items, report)
+    }
+
+    /// Runs preflight (never mutates). Emits a `preflight` fact per row and a
+    /// `preflight.summary`.
+    pub fn preflight(&self, plan: &Plan) -> Result<PreflightReport> {
+        let state = self.open_state(false)?;
+        let records = self.records(state.as_ref())?;
+        let (_, report) = self.inspect(plan, &records);
+        let mut em = self.emitter(Some(plan.plan_id), true);
+        emit_preflight(&mut em, &report);
+        em.flush();
+        Ok(report)
+    }
+
+    /// Managed targets and whether a journal is pending.
+    pub fn status(&self) -> Result<Status> {
+        let state = self.open_state(false)?;
+        let records = self.records(state.as_ref())?;
+        let pending_journal = match &state {
+            Some(s) => !s.pending()?.is_empty(),
+            None => false,
+        };
+        let undone = RunRecord::undone_runs(&records);
+        let mut latest: std::collections::BTreeMap<String, (Uuid, Option<String>)> =
+            Default::default();
+        for r in records.iter().filter(|r| {
+            r.kind == RunKind::Apply
+                && r.status == RunStatus::Committed
+                && !undone.contains(&r.run_id)
+        }) {
+            for a in r.actions.iter().filter(|a| !a.noop) {
+                latest.insert(a.target.to_string(), (r.run_id, a.backup.clone()));
+            }
+        }
+        let mut targets = Vec::new();
+        for (path, (run_id, backup)) in latest {
+            let p = crate::path::SafePath::new(&path)
+                .map_err(|e| Error::new(ErrorId::Generic, e.to_string()))?;
+            let (node, backup) = match self.root.open_parent(&p) {
+                Ok(dir) => {
+                    let node = Node::observe(&dir, p.file_name(), false)
+                        .unwrap_or_else(|_| Node::absent());
+                    let present =
+                        backup.filter(|b| crate::node::lstat(&dir, b).ok().flatten().is_some());
+                    (node, present)
+                }
+                Err(_) => (Node::absent(), None),
+            };
+            targets.push(TargetStatus {
+                path,
+                kind: node.kind,
+                link_dest: node.link_dest,
+                run_id,
+                backup,
+            });
+        }
+        Ok(Status {
+            targets,
+            pending_journal,
+            state_dir: self.state_path(),
+        })
+    }
+}
+
+pub(crate) fn emit_preflight(em: &mut Emitter, report: &PreflightReport) {
+    let (mut stops, mut warnings) = (0, 0);
+    for row in &report.rows {
+        let decision = match row.verdict {
+            preflight::Verdict::Ok => Decision::Success,
+            preflight::Verdict::Warn => {
+                warnings += 1;
+                Decision::Warn
+            }
+            preflight::Verdict::Stop => {
+                stops += 1;
+                Decision::Failure
+            }
+        };
+        let mut f =
+            Fact::new(Stage::Preflight, decision).for_action(&row.action_id, row.path.as_str());
+        f.kind = Some(row.kind.as_str().into());
+        f.current_kind = Some(row.current_kind.as_str().into());
+        f.planned_kind = Some(row.planned_kind.as_str().into());
+        f.verdict = Some(row.verdict.as_str().into());
+        f.notes = Some(row.notes.clone());
+        em.emit(f);
+    }
+    let mut s = Fact::new(
+        Stage::PreflightSummary,
+        if stops > 0 {
+            Decision::Failure
+        } else {
+            Decision::Success
+        },
+    );
+    s.action_count = Some(report.rows.len() as u64);
+    s.stops = Some(stops);
+    s.warnings = Some(warnings);
+    if stops > 0 {
+        s = s.failed(&preflight_error(report));
+    }
+    em.emit(s);
+}
+
+/// The error a stopped preflight maps to: `E_POLICY` with the specific causes, or
+/// `E_BACKUP_MISSING` when a missing backup is the only reason.
+pub(crate) fn preflight_error(report: &PreflightReport) -> Error {
+    let stops: Vec<_> = report.stops().collect();
+    let first = stops
+        .first()
+        .map(|r| format!("{}: {}", r.path, r.notes.join("; ")))
+        .unwrap_or_default();
+    let mut causes: Vec<ErrorId> = Vec::new();
+    for id in stops.iter().filter_map(|r| r.error_id) {
+        if !causes.contains(&id) {
+            causes.push(id);
+        }
+    }
+    let class = if causes == [ErrorId::BackupMissing] {
+        ErrorId::BackupMissing
+    } else {
+        ErrorId::Policy
+    };
+    let mut e = Error::new(
+        class,
+        format!(
+            "preflight stopped {} of {} actions; first: {first}",
+            stops.len(),
+            report.rows.len()
+        ),
+    );
+    e.causes = causes.into_iter().filter(|c| *c != class).collect();
+    e.with_remediation("run `switchyard preflight` to see every stopped row and its reason")
+}

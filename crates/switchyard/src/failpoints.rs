@@ -1,0 +1,63 @@
+//! The failpoint catalog (T1): every crash window of apply, rollback and recovery has
+//! one name here, as a `const`.
+//!
+//! Contract: product code names failpoints only through these constants (a test
+//! scans the sources for string literals). With the `failpoints` cargo feature the
+//! [`hit`] calls are live `fail` crate failpoints: tests configure them per process
+//! (`cargo nextest` runs each test in its own process, and crash tests in a child
+//! process). Without the feature [`hit`] compiles to nothing. No environment
+//! variable is read by product code.
+
+/// Apply: the journal is durable, nothing is mutated yet.
+pub const APPLY_AFTER_JOURNAL: &str = "apply::after_journal";
+/// Apply: the new symlink exists under its staging name.
+pub const APPLY_AFTER_STAGE: &str = "apply::after_stage";
+/// Apply: the target is the new node; the original sits under the staging name
+/// (or, with no original, the target simply appeared).
+pub const APPLY_AFTER_SWAP: &str = "apply::after_swap";
+/// Apply: the original sits under its backup name.
+pub const APPLY_AFTER_BACKUP: &str = "apply::after_backup";
+/// Apply: every action swapped, directories not yet fsynced.
+pub const APPLY_BEFORE_SYNC: &str = "apply::before_sync";
+/// Apply: directories durable and smoke passed; the run record is not yet written.
+pub const APPLY_BEFORE_COMMIT: &str = "apply::before_commit";
+/// Apply: the run record (commit point) is durable; the journal still exists.
+pub const APPLY_AFTER_COMMIT: &str = "apply::after_commit";
+/// Rollback: its journal is durable, nothing undone yet.
+pub const ROLLBACK_AFTER_JOURNAL: &str = "rollback::after_journal";
+/// Undo of one action (rollback, recovery, automatic undo): the original is back at
+/// the target; the displaced node is not yet disposed of.
+pub const UNDO_AFTER_SWAP: &str = "undo::after_swap";
+/// Undo of one action: the displaced node is disposed of.
+pub const UNDO_AFTER_DISPOSE: &str = "undo::after_dispose";
+/// Rollback: every action undone and synced; its record not yet written.
+pub const ROLLBACK_BEFORE_COMMIT: &str = "rollback::before_commit";
+/// Recovery: every action of the interrupted run is settled; journal not yet removed.
+pub const RECOVERY_BEFORE_CLEAR: &str = "recovery::before_clear";
+
+/// Every failpoint, for tests that must cover the whole catalog.
+pub const ALL: &[&str] = &[
+    APPLY_AFTER_JOURNAL,
+    APPLY_AFTER_STAGE,
+    APPLY_AFTER_SWAP,
+    APPLY_AFTER_BACKUP,
+    APPLY_BEFORE_SYNC,
+    APPLY_BEFORE_COMMIT,
+    APPLY_AFTER_COMMIT,
+    ROLLBACK_AFTER_JOURNAL,
+    UNDO_AFTER_SWAP,
+    UNDO_AFTER_DISPOSE,
+    ROLLBACK_BEFORE_COMMIT,
+    RECOVERY_BEFORE_CLEAR,
+];
+
+/// Passes failpoint `name`. Configured to `return`, it fails with `EIO`.
+#[inline]
+pub(crate) fn hit(name: &'static str) -> std::io::Result<()> {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(name, |_| Err(std::io::Error::from_raw_os_error(
+        rustix::io::Errno::IO.raw_os_error()
+    )));
+    let _ = name;
+    Ok(())
+}

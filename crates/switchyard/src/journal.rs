@@ -1,0 +1,343 @@
+//! Journal and run records: the on-disk truth that rollback and recovery read (A3, R7).
+//!
+//! Layout of the state directory (default `<root>/var/lib/switchyard`):
+//!
+//! ```text
+//! lock                         flock(2) target (adapters::lock)
+//! journal/<run_id>.json        intent of a run in progress (exists ⇔ run unsettled)
+//! runs/<run_id>/record.json    the settled run: what it did, with every prior snapshot
+//! runs/<run_id>/facts.jsonl    the run's facts
+//! ```
+//!
+//! Contract:
+//! - A journal is durable before the run's first mutation, and removed (durably) only
+//!   after the run is settled: committed, or undone.
+//! - `record.json` of an apply run with status `committed` is its commit point: a
+//!   journal whose record is committed is completed by recovery, any other is undone.
+//! - Every action's `prior` snapshot (kind, link text, mode, owner, mtime, inode,
+//!   SHA-256) is the backup's sidecar (S6); it lives here, written once per run, so
+//!   sidecars cost no per-action fsync.
+
+use crate::durability::{ensure_dir, remove_durably, write_durably};
+use crate::error::{Error, ErrorId, Result};
+use crate::node::Node;
+use crate::path::{Root, SafePath};
+use crate::plan::ActionKind;
+use rustix::fs::{openat, Dir, Mode, OFlags};
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+/// Format version of journal and record files.
+pub const RECORD_FORMAT: u32 = 1;
+
+/// What kind of run a record describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    Apply,
+    Rollback,
+    Recovery,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Journal only: the run has not settled.
+    Pending,
+    /// Every action took effect.
+    Committed,
+    /// The run failed and every action it applied was undone.
+    Undone,
+}
+
+/// One action as journaled: enough to finish or undo it from any intermediate state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    pub action_id: Uuid,
+    pub kind: ActionKind,
+    pub target: SafePath,
+    /// The target before the run: the backup's sidecar (S6).
+    pub prior: Node,
+    /// Link text of the new symlink (link actions).
+    pub new_link: Option<String>,
+    /// The backup being put back (restore actions): its identity and sidecar.
+    pub new_node: Option<Node>,
+    /// Name (in the target's directory) where the new node waits before the swap:
+    /// the staging name of a link, or the backup being restored.
+    pub stage: String,
+    /// Name (in the target's directory) the prior node moves to; `None` if absent.
+    pub backup: Option<String>,
+    /// The target was already as planned; nothing is done.
+    pub noop: bool,
+    pub before_hash: Option<String>,
+    pub after_hash: Option<String>,
+}
+
+/// A run's journal, and once settled, its record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub format: u32,
+    pub run_id: Uuid,
+    pub kind: RunKind,
+    pub plan_id: Option<Uuid>,
+    pub status: RunStatus,
+    /// Rollback/recovery: the run whose actions this one undoes or settles.
+    pub target_run_id: Option<Uuid>,
+    /// Apply: the plan's actions in order. Rollback: the actions being undone.
+    pub actions: Vec<ActionRecord>,
+    pub changed: bool,
+    /// Why the run failed, when it did.
+    pub error: Option<String>,
+}
+
+/// Where the state directory is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateLocation {
+    /// Inside the root, reached without following symlinks.
+    InRoot(SafePath),
+    /// A host path (e.g. `--state-dir`).
+    Host(PathBuf),
+}
+
+impl Default for StateLocation {
+    fn default() -> Self {
+        StateLocation::InRoot(
+            SafePath::new("var/lib/switchyard").unwrap_or_else(|_| unreachable!()),
+        )
+    }
+}
+
+/// The opened state directory.
+#[derive(Debug)]
+pub struct StateDir {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+const JOURNAL: &str = "journal";
+const RUNS: &str = "runs";
+const RECORD: &str = "record.json";
+const FACTS: &str = "facts.jsonl";
+
+fn io_err(what: impl std::fmt::Display, e: io::Error) -> Error {
+    Error::io(ErrorId::Generic, what, e)
+}
+
+impl StateDir {
+    /// Opens the state directory; with `create`, makes it (and missing parents).
+    /// Returns `None` when it does not exist and `create` is false.
+    pub fn open(loc: &StateLocation, root: &Root, create: bool) -> Result<Option<StateDir>> {
+        let (path, rel_parts): (PathBuf, Vec<String>) = match loc {
+            StateLocation::InRoot(p) => (
+                root.host_path(p),
+                p.as_str().split('/').map(str::to_owned).collect(),
+            ),
+            StateLocation::Host(p) => (p.clone(), Vec::new()),
+        };
+        let opened = match loc {
+            StateLocation::InRoot(p) => root.open_dir(p.as_str()),
+            StateLocation::Host(p) => {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                openat(rustix::fs::CWD, p, flags, Mode::empty()).map_err(Into::into)
+            }
+        };
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                let made = match loc {
+                    StateLocation::InRoot(_) => root.open_dir("").and_then(|top| {
+                        rel_parts
+                            .iter()
+                            .try_fold(top, |dir, part| ensure_dir(dir.as_fd(), part))
+                    }),
+                    StateLocation::Host(p) => std::fs::create_dir_all(p).and_then(|()| {
+                        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                        Ok(openat(rustix::fs::CWD, p, flags, Mode::empty())?)
+                    }),
+                };
+                made.map_err(|e| io_err(format!("creating state directory {}", path.display()), e))?
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(io_err(
+                    format!("opening state directory {}", path.display()),
+                    e,
+                ))
+            }
+        };
+        Ok(Some(StateDir { path, fd }))
+    }
+
+    /// The host path of the state directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory handle (for the lock file).
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// The host path of a run's facts file.
+    pub fn facts_path(&self, run_id: &Uuid) -> PathBuf {
+        self.path.join(RUNS).join(run_id.to_string()).join(FACTS)
+    }
+
+    fn sub(&self, name: &str) -> io::Result<Option<OwnedFd>> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Durably writes `rec` as the pending journal of its run.
+    pub fn write_journal(&self, rec: &RunRecord) -> Result<()> {
+        let dir = ensure_dir(self.fd.as_fd(), JOURNAL)
+            .map_err(|e| io_err("creating journal directory", e))?;
+        let bytes = serde_json::to_vec_pretty(rec)
+            .map_err(|e| Error::new(ErrorId::Generic, e.to_string()))?;
+        write_durably(dir.as_fd(), &format!("{}.json", rec.run_id), &bytes)
+            .map_err(|e| io_err(format!("writing journal {}", rec.run_id), e))
+    }
+
+    /// Durably removes the journal of `run_id`.
+    pub fn clear_journal(&self, run_id: &Uuid) -> Result<()> {
+        let Some(dir) = self
+            .sub(JOURNAL)
+            .map_err(|e| io_err("opening journal directory", e))?
+        else {
+            return Ok(());
+        };
+        remove_durably(dir.as_fd(), &format!("{run_id}.json"))
+            .map_err(|e| io_err(format!("removing journal {run_id}"), e))
+    }
+
+    /// Every pending journal, oldest first.
+    pub fn pending(&self) -> Result<Vec<RunRecord>> {
+        let Some(dir) = self
+            .sub(JOURNAL)
+            .map_err(|e| io_err("opening journal directory", e))?
+        else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for name in list(&dir).map_err(|e| io_err("listing journal directory", e))? {
+            if let Some(stem) = name.strip_suffix(".json").filter(|s| !s.starts_with('.')) {
+                let rec = read_json(&dir, &name).map_err(|e| {
+                    Error::new(
+                        ErrorId::Recovery,
+                        format!("journal {stem} is unreadable: {e}"),
+                    )
+                    .with_remediation(
+                        "inspect the journal file by hand; recovery cannot proceed without it",
+                    )
+                })?;
+                out.push(rec);
+            }
+        }
+        out.sort_by_key(|r: &RunRecord| r.run_id);
+        Ok(out)
+    }
+
+    /// Durably writes a run's facts and record (the record last: it is the commit
+    /// point of an apply run).
+    pub fn write_record(&self, rec: &RunRecord, facts: &[u8]) -> Result<()> {
+        let runs =
+            ensure_dir(self.fd.as_fd(), RUNS).map_err(|e| io_err("creating runs directory", e))?;
+        let id = rec.run_id.to_string();
+        let dir = ensure_dir(runs.as_fd(), &id)
+            .map_err(|e| io_err(format!("creating run directory {id}"), e))?;
+        write_durably(dir.as_fd(), FACTS, facts)
+            .map_err(|e| io_err(format!("writing facts of run {id}"), e))?;
+        let bytes = serde_json::to_vec_pretty(rec)
+            .map_err(|e| Error::new(ErrorId::Generic, e.to_string()))?;
+        write_durably(dir.as_fd(), RECORD, &bytes)
+            .map_err(|e| io_err(format!("writing record of run {id}"), e))
+    }
+
+    /// The record of `run_id`, if it exists.
+    pub fn record(&self, run_id: &Uuid) -> Result<Option<RunRecord>> {
+        let Some(runs) = self
+            .sub(RUNS)
+            .map_err(|e| io_err("opening runs directory", e))?
+        else {
+            return Ok(None);
+        };
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let dir = match openat(&runs, run_id.to_string(), flags, Mode::empty()) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(io_err(format!("opening run {run_id}"), e.into())),
+        };
+        match read_json(&dir, RECORD) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(format!("reading record of run {run_id}"), e)),
+        }
+    }
+
+    /// Every settled run's record, oldest first (run IDs are UUIDv7: time-ordered).
+    pub fn records(&self) -> Result<Vec<RunRecord>> {
+        let Some(runs) = self
+            .sub(RUNS)
+            .map_err(|e| io_err("opening runs directory", e))?
+        else {
+            return Ok(Vec::new());
+        };
+        let mut ids: Vec<Uuid> = list(&runs)
+            .map_err(|e| io_err("listing runs directory", e))?
+            .iter()
+            .filter_map(|n| Uuid::parse_str(n).ok())
+            .collect();
+        ids.sort();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(r) = self.record(&id)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl RunRecord {
+    /// The run IDs undone by settled rollback/recovery runs among `records`.
+    pub fn undone_runs(records: &[RunRecord]) -> Vec<Uuid> {
+        records
+            .iter()
+            .filter(|r| r.kind != RunKind::Apply && r.status == RunStatus::Committed)
+            .filter_map(|r| r.target_run_id)
+            .collect()
+    }
+}
+
+fn list(dir: &OwnedFd) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in Dir::read_from(dir)? {
+        let entry = entry?;
+        if let Ok(name) = entry.file_name().to_str() {
+            if name != "." && name != ".." {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    Ok(names)
+}
+
+fn read_json(dir: &OwnedFd, name: &str) -> io::Result<RunRecord> {
+    let fd = openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut s = String::new();
+    std::fs::File::from(fd).read_to_string(&mut s)?;
+    serde_json::from_str(&s).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}

@@ -1,0 +1,130 @@
+//! Policy: the knobs preflight and apply obey, and their presets (S3, S7, L3, D4).
+//!
+//! Contract: everything not explicitly allowed is denied. `allow_roots` is
+//! default-deny and `forbid_paths` always wins over it. The `production` preset is
+//! strict (root-owned sources, lock manager required, sidecar integrity verified);
+//! `dev` relaxes only what unprivileged tests and the demo need.
+
+use crate::path::SafePath;
+
+/// A named starting point for a [`Policy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    Production,
+    Dev,
+}
+
+impl Preset {
+    /// Lower-case name, as in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::Production => "production",
+            Preset::Dev => "dev",
+        }
+    }
+}
+
+/// What a run may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub preset: Preset,
+    /// Targets must lie under one of these (S7). Empty allows nothing.
+    pub allow_roots: Vec<SafePath>,
+    /// Targets under any of these are refused, whatever `allow_roots` says (S7).
+    pub forbid_paths: Vec<SafePath>,
+    /// Sources must be owned by root and not group/world-writable (S3).
+    pub strict_source_ownership: bool,
+    /// Refuse to commit without a lock manager (L3).
+    pub require_lock_manager: bool,
+    /// Refuse to commit without a smoke runner (H6).
+    pub require_smoke_runner: bool,
+    /// Verify a backup's SHA-256 before restoring it (S6).
+    pub require_sidecar_integrity: bool,
+    /// Permit non-atomic fallbacks, recorded as `degraded` (F2).
+    pub allow_degraded_fs: bool,
+    /// Keep the swaps when smoke fails (H3); the run still fails with `E_SMOKE`.
+    pub disable_auto_rollback: bool,
+    /// Longest wait for the lock before `E_LOCKING` (L2).
+    pub lock_timeout_ms: u64,
+    /// Largest plan accepted.
+    pub max_plan_actions: usize,
+}
+
+fn paths(list: &[&str]) -> Vec<SafePath> {
+    list.iter().filter_map(|p| SafePath::new(p).ok()).collect()
+}
+
+impl Policy {
+    /// Strict defaults for production hosts.
+    pub fn production() -> Policy {
+        Policy {
+            preset: Preset::Production,
+            allow_roots: paths(&["usr/bin", "usr/sbin", "usr/local/bin", "usr/local/sbin"]),
+            forbid_paths: paths(&["usr/bin/switchyard", "usr/local/bin/switchyard"]),
+            strict_source_ownership: true,
+            require_lock_manager: true,
+            require_smoke_runner: true,
+            require_sidecar_integrity: true,
+            allow_degraded_fs: false,
+            disable_auto_rollback: false,
+            lock_timeout_ms: 10_000,
+            max_plan_actions: 10_000,
+        }
+    }
+
+    /// Relaxed defaults for unprivileged tests and the demo: sources need not be
+    /// root-owned, and lock manager and smoke runner are optional (a WARN fact is
+    /// emitted without a lock manager).
+    pub fn dev() -> Policy {
+        Policy {
+            preset: Preset::Dev,
+            strict_source_ownership: false,
+            require_lock_manager: false,
+            require_smoke_runner: false,
+            ..Policy::production()
+        }
+    }
+
+    /// The preset's policy.
+    pub fn preset(p: Preset) -> Policy {
+        match p {
+            Preset::Production => Policy::production(),
+            Preset::Dev => Policy::dev(),
+        }
+    }
+
+    /// Why `target` is not allowed, if it is not (S7).
+    pub fn deny_reason(&self, target: &SafePath) -> Option<String> {
+        if let Some(f) = self.forbid_paths.iter().find(|f| target.starts_with(f)) {
+            return Some(format!("{target} is under forbid_paths entry {f}"));
+        }
+        if !self.allow_roots.iter().any(|a| target.starts_with(a)) {
+            return Some(format!("{target} is not under any allow_roots entry"));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_roots_default_deny_and_forbid_wins() {
+        let p = |s: &str| SafePath::new(s).unwrap();
+        let mut pol = Policy::dev();
+        pol.allow_roots = vec![p("usr/bin")];
+        pol.forbid_paths = vec![p("usr/bin/sudo")];
+        assert_eq!(pol.deny_reason(&p("usr/bin/ls")), None);
+        assert!(pol
+            .deny_reason(&p("usr/bin/sudo"))
+            .unwrap()
+            .contains("forbid_paths"));
+        assert!(pol
+            .deny_reason(&p("etc/passwd"))
+            .unwrap()
+            .contains("allow_roots"));
+        pol.allow_roots.clear();
+        assert!(pol.deny_reason(&p("usr/bin/ls")).is_some());
+    }
+}

@@ -1,0 +1,156 @@
+//! Recovery (A3): settle every run a crash left unsettled, before anything else.
+//!
+//! Contract: for each pending journal, oldest first —
+//! - an apply whose record says `committed` reached its commit point: it is
+//!   completed (its journal removed);
+//! - any other apply is undone, action by action in reverse, from whatever state
+//!   each action's three names are in (`swap::undo`);
+//! - a rollback is rolled forward (undo again; every step is idempotent) and its
+//!   record written as committed.
+//!
+//! Then a `recovery` record is written and the journal removed. Each step is
+//! idempotent and the journal goes last, so a crash during recovery is repaired by
+//! running it again. Every mutating entry point calls [`Switchyard::recover_locked`]
+//! under the lock before its own work.
+
+use crate::engine::{ApplyMode, Switchyard};
+use crate::error::{Error, ErrorId, Result};
+use crate::facts::{Decision, Fact, Stage};
+use crate::failpoints::{self as fp, hit};
+use crate::journal::{RunKind, RunRecord, RunStatus, StateDir, RECORD_FORMAT};
+use crate::rollback::undo_actions;
+use uuid::Uuid;
+
+/// How one interrupted run was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The run had committed; only its journal was left.
+    Completed,
+    /// The run was undone (apply) or finished (rollback).
+    Undone,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Undone => "undone",
+        }
+    }
+}
+
+/// The result of [`Switchyard::recover`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecoveryReport {
+    /// Each interrupted run and how it was (dry-run: would be) settled.
+    pub settled: Vec<(Uuid, Outcome)>,
+    pub dry_run: bool,
+    pub changed: bool,
+    /// The recovery runs' IDs (one per settled journal).
+    pub run_ids: Vec<Uuid>,
+}
+
+impl Switchyard {
+    /// Settles interrupted runs. A dry-run only reports what it would do.
+    pub fn recover(&self, mode: ApplyMode) -> Result<RecoveryReport> {
+        let Some(state) = self.open_state(false)? else {
+            return Ok(RecoveryReport {
+                dry_run: mode == ApplyMode::DryRun,
+                ..Default::default()
+            });
+        };
+        if mode == ApplyMode::DryRun {
+            let mut rep = RecoveryReport {
+                dry_run: true,
+                ..Default::default()
+            };
+            for j in state.pending()? {
+                let outcome = planned_outcome(&state, &j)?;
+                rep.settled.push((j.run_id, outcome));
+            }
+            return Ok(rep);
+        }
+        let _guard = self.lock(&state)?;
+        self.recover_locked(&state)
+    }
+
+    /// Settles every pending journal; the caller holds the lock.
+    pub(crate) fn recover_locked(&self, state: &StateDir) -> Result<RecoveryReport> {
+        let mut rep = RecoveryReport::default();
+        for j in state.pending()? {
+            let outcome = planned_outcome(state, &j)?;
+            let mut em = self.emitter(j.plan_id, false);
+            let mut changed = false;
+            if outcome == Outcome::Undone {
+                let verify = self.policy.require_sidecar_integrity;
+                match undo_actions(
+                    &self.root,
+                    &j.actions,
+                    verify,
+                    Some((&mut em, Stage::Recovery)),
+                ) {
+                    Ok(c) => changed = c,
+                    Err(e) => {
+                        let mut e = e.within(ErrorId::Recovery);
+                        e.message = format!(
+                            "interrupted run {} could not be recovered: {}",
+                            j.run_id, e.message
+                        );
+                        let mut f = Fact::new(Stage::RecoverySummary, Decision::Failure);
+                        f.target_run_id = Some(j.run_id.to_string());
+                        em.emit(f.failed(&e));
+                        em.flush();
+                        e.run_id = Some(em.run_id);
+                        return Err(e);
+                    }
+                }
+                if j.kind == RunKind::Rollback {
+                    let done = RunRecord {
+                        status: RunStatus::Committed,
+                        changed,
+                        ..j.clone()
+                    };
+                    state.write_record(&done, b"")?;
+                }
+            }
+            let mut f = Fact::new(Stage::RecoverySummary, Decision::Success);
+            f.target_run_id = Some(j.run_id.to_string());
+            f.outcome = Some(outcome.as_str().into());
+            f.changed = Some(changed);
+            f.action_count = Some(j.actions.iter().filter(|a| !a.noop).count() as u64);
+            em.emit(f);
+            let rec = RunRecord {
+                format: RECORD_FORMAT,
+                run_id: em.run_id,
+                kind: RunKind::Recovery,
+                plan_id: j.plan_id,
+                status: RunStatus::Committed,
+                target_run_id: (j.kind == RunKind::Apply && outcome == Outcome::Undone)
+                    .then_some(j.run_id),
+                actions: Vec::new(),
+                changed,
+                error: None,
+            };
+            state.write_record(&rec, &em.jsonl())?;
+            hit(fp::RECOVERY_BEFORE_CLEAR)
+                .map_err(|e| Error::io(ErrorId::Recovery, "before clearing journal", e))?;
+            state.clear_journal(&j.run_id)?;
+            em.flush();
+            rep.settled.push((j.run_id, outcome));
+            rep.run_ids.push(em.run_id);
+            rep.changed |= changed;
+        }
+        Ok(rep)
+    }
+}
+
+fn planned_outcome(state: &StateDir, j: &RunRecord) -> Result<Outcome> {
+    if j.kind == RunKind::Apply {
+        if let Some(r) = state.record(&j.run_id)? {
+            if r.status == RunStatus::Committed {
+                return Ok(Outcome::Completed);
+            }
+        }
+    }
+    Ok(Outcome::Undone)
+}

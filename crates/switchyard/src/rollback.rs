@@ -1,0 +1,331 @@
+//! Rollback (R1–R7): undo one specific run from its on-disk record.
+//!
+//! Contract:
+//! - `rollback(run)` reads that run's record — never "the newest backup" (R7) — and
+//!   undoes its actions in reverse with [`crate::swap::undo`], journaled like an
+//!   apply so a crash mid-rollback is finished by recovery (a rollback's journal is
+//!   its own commit point: recovery always rolls it forward).
+//! - With `require_sidecar_integrity`, every backup is verified against its sidecar
+//!   before anything moves; one tampered backup refuses the whole rollback with
+//!   nothing changed (S6).
+//! - A run already undone, or one that changed nothing, is an `idempotent_noop` (R3).
+//! - A failing step does not stop the others; the error lists every target's state
+//!   with a remediation line (R5). Undoing leaves no staging or backup names (R6).
+
+use crate::durability::DirSync;
+use crate::engine::{ApplyMode, Switchyard};
+use crate::error::{Error, ErrorId, Result, TargetState};
+use crate::facts::{Decision, Emitter, Fact, Stage};
+use crate::failpoints::{self as fp, hit};
+use crate::journal::{ActionRecord, RunKind, RunRecord, RunStatus, RECORD_FORMAT};
+use crate::node::Node;
+use crate::path::Root;
+use std::path::PathBuf;
+use uuid::Uuid;
+
+/// Which run to undo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunSelector {
+    /// A specific run.
+    Id(Uuid),
+    /// The newest apply run that has not been undone.
+    Last,
+}
+
+/// The result of [`Switchyard::rollback`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackReport {
+    pub run_id: Uuid,
+    /// The apply run undone.
+    pub target_run_id: Uuid,
+    pub dry_run: bool,
+    pub changed: bool,
+    /// Nothing was left to undo (R3).
+    pub idempotent_noop: bool,
+    /// Targets restored (or, dry-run, to restore), in undo order.
+    pub targets: Vec<String>,
+    pub facts_path: Option<PathBuf>,
+}
+
+/// Undoes `actions` in reverse, continuing past failures, then fsyncs the touched
+/// directories. Emits a fact per action through `em` when given (`stage`).
+/// Returns whether anything changed, or an error listing every target's state (R5).
+pub(crate) fn undo_actions(
+    root: &Root,
+    actions: &[ActionRecord],
+    verify: bool,
+    mut em: Option<(&mut Emitter, Stage)>,
+) -> Result<bool> {
+    let mut sync = DirSync::default();
+    let mut changed = false;
+    let mut failures: Vec<Error> = Vec::new();
+    let mut states = Vec::new();
+    for a in actions.iter().rev().filter(|a| !a.noop) {
+        let r = root
+            .open_parent(&a.target)
+            .map_err(|e| {
+                Error::io(
+                    ErrorId::RestoreFailed,
+                    format!("{}: opening directory", a.target),
+                    e,
+                )
+            })
+            .and_then(|dir| {
+                sync.touch(a.target.parent(), &dir)
+                    .map_err(|e| Error::io(ErrorId::Generic, "dir handle", e))?;
+                crate::swap::undo(&dir, a, verify)
+            });
+        let (state, remediation) = match &r {
+            Ok(_) => ("restored", "none needed".to_owned()),
+            Err(e) => (
+                "unknown",
+                e.remediation
+                    .clone()
+                    .unwrap_or_else(|| format!("inspect {} and its backup by hand", a.target)),
+            ),
+        };
+        states.push(TargetState {
+            path: a.target.to_string(),
+            state: state.into(),
+            remediation,
+        });
+        if let Some((em, stage)) = em.as_mut() {
+            let mut f =
+                Fact::new(*stage, Decision::Success).for_action(&a.action_id, a.target.as_str());
+            f.kind = Some(a.kind.as_str().into());
+            f.after_kind = Some(a.prior.kind.as_str().into());
+            f.after_hash = a.before_hash.clone();
+            f.hash_alg = Some("sha256".into());
+            if let Err(e) = &r {
+                f = f.failed(e);
+            }
+            em.emit(f);
+        }
+        match r {
+            Ok(c) => changed |= c,
+            Err(e) => failures.push(e),
+        }
+    }
+    if let Err(e) = sync.sync() {
+        failures.push(Error::io(ErrorId::RestoreFailed, "syncing directories", e));
+    }
+    match failures.len() {
+        0 => Ok(changed),
+        k => {
+            let mut e = Error::new(
+                ErrorId::RestoreFailed,
+                format!(
+                    "{k} of {} undo steps failed: {}",
+                    states.len(),
+                    failures
+                        .iter()
+                        .map(|f| f.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            );
+            e.errno = failures.iter().find_map(|f| f.errno);
+            e.remediation = Some("see each target's state; fix the cause and run the same rollback again (it is idempotent)".into());
+            e.targets = states;
+            Err(e)
+        }
+    }
+}
+
+impl Switchyard {
+    /// Undoes the run `which` (see the module docs).
+    pub fn rollback(&self, which: RunSelector, mode: ApplyMode) -> Result<RollbackReport> {
+        let commit = mode == ApplyMode::Commit;
+        let state = self.open_state(false)?.ok_or_else(|| {
+            Error::new(
+                ErrorId::BackupMissing,
+                "no runs recorded: the state directory does not exist",
+            )
+        })?;
+        let guard = if commit {
+            Some(self.lock(&state)?)
+        } else {
+            None
+        };
+        let _ = guard;
+        if commit {
+            self.recover_locked(&state)?;
+        }
+        let records = state.records()?;
+        let undone = RunRecord::undone_runs(&records);
+        let target = match which {
+            RunSelector::Id(id) => records
+                .iter()
+                .find(|r| r.run_id == id && r.kind == RunKind::Apply)
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorId::BackupMissing,
+                        format!("no apply run {id} is recorded"),
+                    )
+                })?,
+            RunSelector::Last => records
+                .iter()
+                .rev()
+                .find(|r| {
+                    r.kind == RunKind::Apply
+                        && r.status == RunStatus::Committed
+                        && r.changed
+                        && !undone.contains(&r.run_id)
+                })
+                .ok_or_else(|| {
+                    Error::new(ErrorId::BackupMissing, "no applied run left to roll back")
+                })?,
+        };
+        let mut em = self.emitter(target.plan_id, !commit);
+        let noop = undone.contains(&target.run_id)
+            || target.status != RunStatus::Committed
+            || !target.changed;
+        let actions: Vec<ActionRecord> = if noop {
+            Vec::new()
+        } else {
+            target.actions.clone()
+        };
+        let finish = |em: &mut Emitter, changed: bool, idem: bool, err: Option<&Error>| {
+            let mut f = Fact::new(Stage::RollbackSummary, Decision::Success);
+            f.target_run_id = Some(target.run_id.to_string());
+            f.action_count = Some(actions.iter().filter(|a| !a.noop).count() as u64);
+            f.changed = Some(changed);
+            f.idempotent_noop = Some(idem);
+            if let Some(e) = err {
+                f = f.failed(e);
+            }
+            em.emit(f);
+            em.flush();
+        };
+        let targets: Vec<String> = actions
+            .iter()
+            .rev()
+            .filter(|a| !a.noop)
+            .map(|a| a.target.to_string())
+            .collect();
+        let report = |em: &Emitter, changed, idem, facts| RollbackReport {
+            run_id: em.run_id,
+            target_run_id: target.run_id,
+            dry_run: !commit,
+            changed,
+            idempotent_noop: idem,
+            targets: targets.clone(),
+            facts_path: facts,
+        };
+        if noop {
+            finish(&mut em, false, true, None);
+            return Ok(report(&em, false, true, None));
+        }
+        // S6: verify every backup before anything moves.
+        if self.policy.require_sidecar_integrity {
+            if let Err(mut e) = verify_backups(&self.root, &actions) {
+                finish(&mut em, false, false, Some(&e));
+                e.run_id = Some(em.run_id);
+                return Err(e);
+            }
+        }
+        if !commit {
+            for a in actions.iter().rev().filter(|a| !a.noop) {
+                let mut f = Fact::new(Stage::Rollback, Decision::Success)
+                    .for_action(&a.action_id, a.target.as_str());
+                f.kind = Some(a.kind.as_str().into());
+                f.after_kind = Some(a.prior.kind.as_str().into());
+                f.after_hash = a.before_hash.clone();
+                f.hash_alg = Some("sha256".into());
+                em.emit(f);
+            }
+            finish(&mut em, true, false, None);
+            return Ok(report(&em, true, false, None));
+        }
+        let mut record = RunRecord {
+            format: RECORD_FORMAT,
+            run_id: em.run_id,
+            kind: RunKind::Rollback,
+            plan_id: target.plan_id,
+            status: RunStatus::Pending,
+            target_run_id: Some(target.run_id),
+            actions: actions.clone(),
+            changed: false,
+            error: None,
+        };
+        state.write_journal(&record)?;
+        hit(fp::ROLLBACK_AFTER_JOURNAL)
+            .map_err(|e| Error::io(ErrorId::RestoreFailed, "rollback journal written", e))?;
+        let verify = self.policy.require_sidecar_integrity;
+        let undone = undo_actions(
+            &self.root,
+            &actions,
+            verify,
+            Some((&mut em, Stage::Rollback)),
+        )
+        .and_then(|c| {
+            hit(fp::ROLLBACK_BEFORE_COMMIT)
+                .map(|()| c)
+                .map_err(|e| Error::io(ErrorId::RestoreFailed, "before rollback commit", e))
+        });
+        match undone {
+            Ok(changed) => {
+                record.status = RunStatus::Committed;
+                record.changed = changed;
+                finish(&mut em, changed, !changed, None);
+                state.write_record(&record, &em.jsonl())?;
+                state.clear_journal(&record.run_id)?;
+                Ok(report(
+                    &em,
+                    changed,
+                    !changed,
+                    Some(state.facts_path(&em.run_id)),
+                ))
+            }
+            Err(mut e) => {
+                // R5: the record names every target's state; the same rollback can be
+                // run again (undo is idempotent), so the journal is closed.
+                record.status = RunStatus::Undone;
+                record.error = Some(e.message.clone());
+                finish(&mut em, true, false, Some(&e));
+                state.write_record(&record, &em.jsonl())?;
+                state.clear_journal(&record.run_id)?;
+                e.run_id = Some(em.run_id);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Checks every backup of `actions` against its sidecar hash (S6).
+fn verify_backups(root: &Root, actions: &[ActionRecord]) -> Result<()> {
+    for a in actions.iter().filter(|a| !a.noop) {
+        let Some(b) = a.backup.as_deref() else {
+            continue;
+        };
+        let dir = root.open_parent(&a.target).map_err(|e| {
+            Error::io(
+                ErrorId::RestoreFailed,
+                format!("{}: opening directory", a.target),
+                e,
+            )
+        })?;
+        let at = Node::observe(&dir, b, false).map_err(|e| {
+            Error::io(
+                ErrorId::RestoreFailed,
+                format!("{}: inspecting backup", a.target),
+                e,
+            )
+        })?;
+        if at.same_inode(&a.prior) {
+            crate::swap::verify_sidecar(&dir, a, b)?;
+        } else if !Node::observe(&dir, a.target.file_name(), false)
+            .is_ok_and(|t| t.same_inode(&a.prior))
+        {
+            return Err(Error::new(
+                ErrorId::BackupMissing,
+                format!("{}: backup {b} is missing", a.target),
+            )
+            .with_remediation(format!(
+                "restore {} by hand; its sidecar is in the run record",
+                a.target
+            )));
+        }
+    }
+    Ok(())
+}
