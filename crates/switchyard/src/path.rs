@@ -238,8 +238,11 @@ impl Root {
         }
         match self.resolver {
             Resolver::Openat2 => loop {
+                // No O_NOFOLLOW here: RESOLVE_NO_SYMLINKS refuses every symlink,
+                // the last one included, with ELOOP (O_NOFOLLOW would say ENOTDIR).
                 let flags = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
-                match openat2(&self.fd, dir, dir_flags(), Mode::empty(), flags) {
+                let oflags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                match openat2(&self.fd, dir, oflags, Mode::empty(), flags) {
                     Err(Errno::AGAIN) => continue,
                     r => return Ok(r?),
                 }
@@ -410,6 +413,7 @@ mod tests {
         std::fs::create_dir_all(t.path().join("usr/bin")).unwrap();
         std::fs::write(t.path().join("usr/bin/ls"), b"ls").unwrap();
         std::os::unix::fs::symlink("usr", t.path().join("link")).unwrap();
+        std::os::unix::fs::symlink("usr/bin", t.path().join("bin")).unwrap();
         std::os::unix::fs::symlink("/usr/bin/ls", t.path().join("abs")).unwrap();
         std::os::unix::fs::symlink("../../../../../usr/bin/ls", t.path().join("up")).unwrap();
         t

@@ -1,1 +1,244 @@
+//! Test kit for Switchyard: exact tree snapshots, fixtures, and the crash child.
+//!
+//! [`Tree::capture`] records everything R2 promises to restore — kind, bytes, mode,
+//! uid, gid, mtime, xattrs, link text — for every entry under a directory, so tests
+//! can assert "identical to before" with one `assert_eq!`.
 
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use switchyard::{FileLock, MemorySink, Policy, SafePath, Switchyard};
+
+/// One entry of a [`Tree`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    pub kind: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: (i64, i64),
+    pub content_sha256: Option<String>,
+    pub link_dest: Option<String>,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// Every entry under a directory, by relative path.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tree(pub BTreeMap<String, Entry>);
+
+fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut names = vec![0u8; 64 * 1024];
+    let Ok(n) = rustix::fs::llistxattr(p, &mut names[..]) else {
+        return out;
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let mut val = vec![0u8; 64 * 1024];
+        if let Ok(k) = rustix::fs::lgetxattr(p, name, &mut val[..]) {
+            out.insert(
+                String::from_utf8_lossy(name).into_owned(),
+                val[..k].to_vec(),
+            );
+        }
+    }
+    out
+}
+
+impl Tree {
+    /// Snapshots everything under `dir`, skipping paths under `skip` (relative).
+    pub fn capture(dir: &Path, skip: &[&str]) -> Tree {
+        let mut map = BTreeMap::new();
+        walk(dir, dir, skip, &mut map);
+        Tree(map)
+    }
+
+    /// Entry names directly inside `sub` (for litter checks, R6).
+    pub fn names_in(&self, sub: &str) -> Vec<String> {
+        let prefix = format!("{sub}/");
+        self.0
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .filter(|k| !k.contains('/'))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn walk(base: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<String, Entry>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let rel = p
+            .strip_prefix(base)
+            .unwrap_or(&p)
+            .to_string_lossy()
+            .into_owned();
+        if skip
+            .iter()
+            .any(|s| rel == *s || rel.starts_with(&format!("{s}/")))
+        {
+            continue;
+        }
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let ft = md.file_type();
+        let kind = if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_dir() {
+            "dir"
+        } else if ft.is_file() {
+            "file"
+        } else {
+            "other"
+        };
+        let content_sha256 = ft.is_file().then(|| {
+            use sha2::Digest;
+            format!(
+                "{:x}",
+                sha2::Sha256::digest(std::fs::read(&p).unwrap_or_default())
+            )
+        });
+        let link_dest = ft.is_symlink().then(|| {
+            std::fs::read_link(&p)
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        out.insert(
+            rel,
+            Entry {
+                kind: kind.into(),
+                mode: md.mode() & 0o7777,
+                uid: md.uid(),
+                gid: md.gid(),
+                // Directory mtimes change with every entry added or removed; R2 is about
+                // the swapped nodes, and R6 is checked by listing names.
+                mtime: if ft.is_dir() {
+                    (0, 0)
+                } else {
+                    (md.mtime(), md.mtime_nsec())
+                },
+                content_sha256,
+                link_dest,
+                xattrs: xattrs(&p),
+            },
+        );
+        if ft.is_dir() {
+            walk(base, &p, skip, out);
+        }
+    }
+}
+
+/// Whether the current process is root (tests that need it fail in CI without it).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Shorthand for a `SafePath` in tests.
+pub fn sp(s: &str) -> SafePath {
+    SafePath::new(s).unwrap_or_else(|e| panic!("bad test path {s:?}: {e}"))
+}
+
+/// The standard fixture: a root with `usr/bin/{ls,cat,keep}`, an alternative
+/// provider in `usr/lib/alt/`, and odd modes, times and xattrs to preserve.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let f = Fixture { dir };
+        std::fs::create_dir_all(f.host("var/lib")).unwrap_or_else(|e| panic!("{e}"));
+        f.write("usr/bin/ls", b"#!/bin/sh\necho gnu-ls\n", 0o755);
+        f.write("usr/bin/keep", b"#!/bin/sh\necho keep\n", 0o4751);
+        f.write("usr/bin/gnu-cat", b"#!/bin/sh\necho gnu-cat\n", 0o755);
+        std::os::unix::fs::symlink("gnu-cat", f.path().join("usr/bin/cat"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        for name in ["ls", "cat", "new", "keep"] {
+            f.write(
+                &format!("usr/lib/alt/{name}"),
+                format!("#!/bin/sh\necho alt-{name}\n").as_bytes(),
+                0o755,
+            );
+        }
+        let ls = f.path().join("usr/bin/ls");
+        rustix::fs::lsetxattr(
+            &ls,
+            "user.switchyard-test",
+            b"precious",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap_or_else(|e| panic!("setting xattr: {e}"));
+        let t = std::fs::FileTimes::new().set_modified(
+            std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_000, 123_456_789),
+        );
+        std::fs::File::options()
+            .write(true)
+            .open(&ls)
+            .and_then(|fh| fh.set_times(t))
+            .unwrap_or_else(|e| panic!("{e}"));
+        f
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn host(&self, rel: &str) -> PathBuf {
+        self.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, body: &[u8], mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.host(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::fs::write(&p, body).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Snapshot of the tree, excluding the state directory.
+    pub fn tree(&self) -> Tree {
+        Tree::capture(self.path(), &[STATE])
+    }
+
+    /// A dev-policy engine over this root allowing `usr/bin`, with a file lock and
+    /// a memory sink.
+    pub fn engine(&self) -> (Switchyard, MemorySink) {
+        self.engine_with(Policy::dev())
+    }
+
+    pub fn engine_with(&self, mut policy: Policy) -> (Switchyard, MemorySink) {
+        policy.allow_roots = vec![sp("usr/bin")];
+        let sink = MemorySink::default();
+        let sy = Switchyard::builder(policy)
+            .root(self.path())
+            .with_lock_manager(FileLock::new())
+            .with_facts_sink(sink.clone())
+            .build()
+            .unwrap_or_else(|e| panic!("build: {e}"));
+        (sy, sink)
+    }
+}
+
+impl Default for Fixture {
+    fn default() -> Self {
+        Fixture::new()
+    }
+}
+
+/// The state directory inside a fixture root.
+pub const STATE: &str = "var/lib/switchyard";
+
+/// The standard plan over the fixture: a file, a symlink and an absent target.
+pub fn standard_input() -> switchyard::PlanInput {
+    switchyard::PlanInput::default()
+        .link(sp("usr/bin/ls"), sp("usr/lib/alt/ls"))
+        .link(sp("usr/bin/cat"), sp("usr/lib/alt/cat"))
+        .link(sp("usr/bin/new"), sp("usr/lib/alt/new"))
+}
