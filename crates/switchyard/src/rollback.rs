@@ -249,20 +249,22 @@ impl Switchyard {
             error: None,
         };
         state.write_journal(&record)?;
-        hit(fp::ROLLBACK_AFTER_JOURNAL)
-            .map_err(|e| Error::io(ErrorId::RestoreFailed, "rollback journal written", e))?;
         let verify = self.policy.require_sidecar_integrity;
-        let undone = undo_actions(
-            &self.root,
-            &actions,
-            verify,
-            Some((&mut em, Stage::Rollback)),
-        )
-        .and_then(|c| {
-            hit(fp::ROLLBACK_BEFORE_COMMIT)
-                .map(|()| c)
-                .map_err(|e| Error::io(ErrorId::RestoreFailed, "before rollback commit", e))
-        });
+        let undone = hit(fp::ROLLBACK_AFTER_JOURNAL)
+            .map_err(|e| Error::io(ErrorId::RestoreFailed, "rollback journal written", e))
+            .and_then(|()| {
+                undo_actions(
+                    &self.root,
+                    &actions,
+                    verify,
+                    Some((&mut em, Stage::Rollback)),
+                )
+            })
+            .and_then(|c| {
+                hit(fp::ROLLBACK_BEFORE_COMMIT)
+                    .map(|()| c)
+                    .map_err(|e| Error::io(ErrorId::RestoreFailed, "before rollback commit", e))
+            });
         match undone {
             Ok(changed) => {
                 record.status = RunStatus::Committed;

@@ -213,17 +213,22 @@ impl Fixture {
         self.engine_with(Policy::dev())
     }
 
-    pub fn engine_with(&self, mut policy: Policy) -> (Switchyard, MemorySink) {
-        policy.allow_roots = vec![sp("usr/bin")];
-        let sink = MemorySink::default();
-        let sy = Switchyard::builder(policy)
-            .root(self.path())
-            .with_lock_manager(FileLock::new())
-            .with_facts_sink(sink.clone())
-            .build()
-            .unwrap_or_else(|e| panic!("build: {e}"));
-        (sy, sink)
+    pub fn engine_with(&self, policy: Policy) -> (Switchyard, MemorySink) {
+        engine_for(self.path(), policy)
     }
+}
+
+/// A test engine over `root` allowing `usr/bin`, with a file lock and a memory sink.
+pub fn engine_for(root: &Path, mut policy: Policy) -> (Switchyard, MemorySink) {
+    policy.allow_roots = vec![sp("usr/bin")];
+    let sink = MemorySink::default();
+    let sy = Switchyard::builder(policy)
+        .root(root)
+        .with_lock_manager(FileLock::new())
+        .with_facts_sink(sink.clone())
+        .build()
+        .unwrap_or_else(|e| panic!("build: {e}"));
+    (sy, sink)
 }
 
 impl Default for Fixture {
@@ -241,4 +246,96 @@ pub fn standard_input() -> switchyard::PlanInput {
         .link(sp("usr/bin/ls"), sp("usr/lib/alt/ls"))
         .link(sp("usr/bin/cat"), sp("usr/lib/alt/cat"))
         .link(sp("usr/bin/new"), sp("usr/lib/alt/new"))
+}
+
+/// What the crash child is asked to do (passed as one JSON argument).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Scenario {
+    pub root: PathBuf,
+    /// `apply`, `rollback` or `recover`.
+    pub op: String,
+    pub failpoint: String,
+    /// `kill` (block at the failpoint until SIGKILLed) or `error` (fail with EIO).
+    pub mode: String,
+    /// Trigger on this hit of the failpoint (1-based).
+    pub nth: u32,
+    /// For `rollback`: the run to undo.
+    pub run: Option<String>,
+    /// For `apply`: (target, source) pairs.
+    pub links: Vec<(String, String)>,
+}
+
+/// How the crash child ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ChildEnd {
+    /// It reached the failpoint and was SIGKILLed there.
+    Killed,
+    /// It finished; `Ok(changed)` or `Err(error_id)`.
+    Finished(Result<bool, String>),
+}
+
+/// Marker the child prints when it reaches the failpoint.
+pub const HIT_MARKER: &str = "SWITCHYARD-FAILPOINT-HIT";
+
+/// Runs the crash child binary `exe` on `sc`, killing it with SIGKILL when it
+/// reports reaching the failpoint.
+pub fn run_child(exe: &Path, sc: &Scenario) -> ChildEnd {
+    use std::io::BufRead;
+    let arg = serde_json::to_string(sc).unwrap_or_default();
+    let mut child = std::process::Command::new(exe)
+        .arg(arg)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning crash child: {e}"));
+    let out = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    for line in std::io::BufReader::new(out).lines() {
+        let line = line.unwrap_or_default();
+        if line == HIT_MARKER {
+            child.kill().unwrap_or_else(|e| panic!("SIGKILL: {e}"));
+            let st = child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(st.signal(), Some(9), "child must die by SIGKILL");
+            return ChildEnd::Killed;
+        }
+        if let Ok(end) = serde_json::from_str::<ChildEnd>(&line) {
+            let st = child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+            assert!(st.success(), "crash child failed: {st}");
+            return end;
+        }
+    }
+    let st = child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+    panic!("crash child ended without a result: {st}");
+}
+
+/// The standard plan as (target, source) pairs, for the crash child.
+pub fn standard_links() -> Vec<(String, String)> {
+    ["ls", "cat", "new"]
+        .iter()
+        .map(|n| (format!("usr/bin/{n}"), format!("usr/lib/alt/{n}")))
+        .collect()
+}
+
+/// Asserts `now` is `before` with the standard plan fully applied: each target a
+/// symlink to its alternative, each prior node — identical in every respect — under
+/// its backup name, nothing else changed or added.
+pub fn assert_applied(before: &Tree, now: &Tree) {
+    let mut expect = before.0.clone();
+    for n in ["ls", "cat", "new"] {
+        let t = format!("usr/bin/{n}");
+        if let Some(prior) = expect.remove(&t) {
+            expect.insert(format!("usr/bin/.switchyard.{n}.1.bak"), prior);
+        }
+        let link = now
+            .0
+            .get(&t)
+            .unwrap_or_else(|| panic!("{t} missing after apply"));
+        assert_eq!(link.kind, "symlink", "{t}");
+        assert_eq!(
+            link.link_dest.as_deref(),
+            Some(format!("../lib/alt/{n}").as_str()),
+            "{t}"
+        );
+        expect.insert(t, link.clone());
+    }
+    assert_eq!(now.0, expect, "tree is not exactly the applied state");
 }
