@@ -293,9 +293,7 @@ impl Check for RestoreSource {
 
 /// SHA-256 of the file `p` resolves to inside the root, if it resolves to one.
 fn resolved_hash(root: &Root, p: &SafePath) -> Option<String> {
-    let fd = root
-        .open_resolved(p, OFlags::RDONLY | OFlags::NOFOLLOW)
-        .ok()?;
+    let fd = root.open_resolved(p, OFlags::RDONLY).ok()?;
     let st = rustix::fs::fstat(&fd).ok()?;
     (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile)
         .then(|| sha256_file(&fd).ok())

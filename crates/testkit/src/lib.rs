@@ -339,3 +339,57 @@ pub fn assert_applied(before: &Tree, now: &Tree) {
     }
     assert_eq!(now.0, expect, "tree is not exactly the applied state");
 }
+
+/// The committed fact schema (`schema/facts.schema.json`).
+pub fn schema_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schema/facts.schema.json")
+}
+
+/// Asserts every fact validates against the committed schema (O3).
+pub fn assert_facts_valid(facts: &[switchyard::Fact]) {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path()).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("schema file unreadable: {e}"));
+    let v = jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("invalid schema: {e}"));
+    assert!(!facts.is_empty(), "no facts to validate");
+    for f in facts {
+        let j = serde_json::to_value(f).unwrap_or_default();
+        let errs: Vec<String> = v.iter_errors(&j).map(|e| e.to_string()).collect();
+        assert!(errs.is_empty(), "fact does not validate: {errs:?}\n{j}");
+    }
+}
+
+/// Redacted JSON lines of `facts` (SPEC §5.3), without `smoke` events when
+/// `drop_smoke` (they are commit-only, O2).
+pub fn redacted_lines(facts: &[switchyard::Fact], drop_smoke: bool) -> String {
+    facts
+        .iter()
+        .map(|f| serde_json::to_value(f).unwrap_or_default())
+        .filter(|v| !(drop_smoke && v["event"] == "smoke"))
+        .map(|v| switchyard::facts::redact(&v).to_string() + "\n")
+        .collect()
+}
+
+/// A smoke runner with a fixed verdict that records whether it ran.
+#[derive(Clone, Default)]
+pub struct FixedSmoke {
+    pub fail: bool,
+    pub runs: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl switchyard::SmokeRunner for FixedSmoke {
+    fn run(
+        &self,
+        cx: &switchyard::adapters::smoke::SmokeContext<'_>,
+    ) -> Vec<switchyard::SmokeOutcome> {
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cx.targets
+            .iter()
+            .map(|t| switchyard::SmokeOutcome {
+                check: format!("fixed {t}"),
+                ok: !self.fail,
+                cause: self.fail.then(|| "fixed failure".to_owned()),
+            })
+            .collect()
+    }
+}
