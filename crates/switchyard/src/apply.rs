@@ -160,9 +160,14 @@ impl Switchyard {
             self.recover_locked(s).map_err(|e| fail(&mut em, e, n))?;
         }
         let t_hash = Instant::now();
-        let records = self
-            .records(state.as_ref())
-            .map_err(|e| fail(&mut em, e, n))?;
+        // History is read only when a restore needs it (no O(history) per apply).
+        let needs_history = plan.actions.iter().any(|a| a.kind == ActionKind::Restore);
+        let records = if needs_history {
+            self.records(state.as_ref())
+        } else {
+            Ok(Vec::new())
+        }
+        .map_err(|e| fail(&mut em, e, n))?;
         let (items, report) = self.inspect(plan, &records);
         let hash_ms = ms(t_hash);
         if !report.ok() {
@@ -243,6 +248,7 @@ impl Switchyard {
             actions: recs,
             changed: false,
             error: None,
+            undone: false,
         };
         let changed = record.actions.iter().any(|r| !r.noop);
         let mut perf = Perf {

@@ -10,7 +10,7 @@ use crate::adapters::lock::{LockGuard, LockManager};
 use crate::adapters::smoke::SmokeRunner;
 use crate::error::{Error, ErrorId, Result};
 use crate::facts::{Decision, Emitter, Fact, FactSink, Stage};
-use crate::journal::{RunKind, RunRecord, RunStatus, StateDir, StateLocation};
+use crate::journal::{RunRecord, StateDir, StateLocation};
 use crate::node::{Node, NodeKind};
 use crate::path::{Resolver, Root};
 use crate::plan::{self, Plan, PlanInput};
@@ -276,14 +276,9 @@ impl Switchyard {
             Some(s) => !s.pending()?.is_empty(),
             None => false,
         };
-        let undone = RunRecord::undone_runs(&records);
         let mut latest: std::collections::BTreeMap<String, (Uuid, Option<String>)> =
             Default::default();
-        for r in records.iter().filter(|r| {
-            r.kind == RunKind::Apply
-                && r.status == RunStatus::Committed
-                && !undone.contains(&r.run_id)
-        }) {
+        for r in records.iter().filter(|r| r.is_live_apply()) {
             for a in r.actions.iter().filter(|a| !a.noop) {
                 latest.insert(a.target.to_string(), (r.run_id, a.backup.clone()));
             }

@@ -7,6 +7,7 @@
 //! journal/<run_id>.json        intent of a run in progress (exists ⇔ run unsettled)
 //! runs/<run_id>/record.json    the settled run: what it did, with every prior snapshot
 //! runs/<run_id>/facts.jsonl    the run's facts
+//! runs/<run_id>/undone         marker: a settled rollback undid this run (its ID)
 //! ```
 //!
 //! Contract:
@@ -92,6 +93,9 @@ pub struct RunRecord {
     pub changed: bool,
     /// Why the run failed, when it did.
     pub error: Option<String>,
+    /// A settled rollback undid this run (read from the `undone` marker, not stored).
+    #[serde(skip)]
+    pub undone: bool,
 }
 
 /// Where the state directory is.
@@ -122,6 +126,7 @@ const JOURNAL: &str = "journal";
 const RUNS: &str = "runs";
 const RECORD: &str = "record.json";
 const FACTS: &str = "facts.jsonl";
+const UNDONE: &str = "undone";
 
 fn io_err(what: impl std::fmt::Display, e: io::Error) -> Error {
     Error::io(ErrorId::Generic, what, e)
@@ -276,14 +281,30 @@ impl StateDir {
             Err(e) => return Err(io_err(format!("opening run {run_id}"), e.into())),
         };
         match read_json(&dir, RECORD) {
-            Ok(r) => Ok(Some(r)),
+            Ok(mut r) => {
+                r.undone = crate::node::lstat(&dir, UNDONE)
+                    .map_err(|e| io_err(format!("reading undone marker of run {run_id}"), e))?
+                    .is_some();
+                Ok(Some(r))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err(format!("reading record of run {run_id}"), e)),
         }
     }
 
-    /// Every settled run's record, oldest first (run IDs are UUIDv7: time-ordered).
-    pub fn records(&self) -> Result<Vec<RunRecord>> {
+    /// Durably marks `run_id` as undone by the rollback `by`.
+    pub fn mark_undone(&self, run_id: &Uuid, by: &Uuid) -> Result<()> {
+        let runs =
+            ensure_dir(self.fd.as_fd(), RUNS).map_err(|e| io_err("creating runs directory", e))?;
+        let id = run_id.to_string();
+        let dir = ensure_dir(runs.as_fd(), &id)
+            .map_err(|e| io_err(format!("opening run directory {id}"), e))?;
+        write_durably(dir.as_fd(), UNDONE, by.to_string().as_bytes())
+            .map_err(|e| io_err(format!("marking run {id} undone"), e))
+    }
+
+    /// Every recorded run ID, oldest first (run IDs are UUIDv7: time-ordered).
+    pub fn run_ids(&self) -> Result<Vec<Uuid>> {
         let Some(runs) = self
             .sub(RUNS)
             .map_err(|e| io_err("opening runs directory", e))?
@@ -296,8 +317,14 @@ impl StateDir {
             .filter_map(|n| Uuid::parse_str(n).ok())
             .collect();
         ids.sort();
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
+        Ok(ids)
+    }
+
+    /// Every settled run's record, oldest first. Reads the whole history: for
+    /// `status` and restores, never on the path of a plain apply or rollback.
+    pub fn records(&self) -> Result<Vec<RunRecord>> {
+        let mut out = Vec::new();
+        for id in self.run_ids()? {
             if let Some(r) = self.record(&id)? {
                 out.push(r);
             }
@@ -307,13 +334,9 @@ impl StateDir {
 }
 
 impl RunRecord {
-    /// The run IDs undone by settled rollback/recovery runs among `records`.
-    pub fn undone_runs(records: &[RunRecord]) -> Vec<Uuid> {
-        records
-            .iter()
-            .filter(|r| r.kind != RunKind::Apply && r.status == RunStatus::Committed)
-            .filter_map(|r| r.target_run_id)
-            .collect()
+    /// A committed apply run that still has effect (not undone by a rollback).
+    pub fn is_live_apply(&self) -> bool {
+        self.kind == RunKind::Apply && self.status == RunStatus::Committed && !self.undone
     }
 }
 

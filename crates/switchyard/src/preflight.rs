@@ -8,7 +8,7 @@
 //! each target and source is observed and hashed once per run.
 
 use crate::error::ErrorId;
-use crate::journal::{ActionRecord, RunKind, RunRecord, RunStatus};
+use crate::journal::{ActionRecord, RunRecord};
 use crate::node::{sha256_file, Node, NodeKind};
 use crate::path::{Root, SafePath};
 use crate::plan::{Action, ActionKind, Plan};
@@ -306,15 +306,10 @@ fn find_backup(
     target: &SafePath,
     records: &[RunRecord],
 ) -> Option<(String, Node, Node)> {
-    let undone = RunRecord::undone_runs(records);
     records
         .iter()
         .rev()
-        .filter(|r| {
-            r.kind == RunKind::Apply
-                && r.status == RunStatus::Committed
-                && !undone.contains(&r.run_id)
-        })
+        .filter(|r| r.is_live_apply())
         .flat_map(|r| r.actions.iter())
         .filter(|a| &a.target == target && a.kind == ActionKind::Link && !a.noop)
         .find_map(|a| {
@@ -327,14 +322,9 @@ fn find_backup(
 
 /// Whether a settled restore already put a backup at `target` (D3 for restores).
 fn already_restored(current: &Node, target: &SafePath, records: &[RunRecord]) -> bool {
-    let undone = RunRecord::undone_runs(records);
     records
         .iter()
-        .filter(|r| {
-            r.kind == RunKind::Apply
-                && r.status == RunStatus::Committed
-                && !undone.contains(&r.run_id)
-        })
+        .filter(|r| r.is_live_apply())
         .flat_map(|r| r.actions.iter())
         .any(|a| {
             &a.target == target

@@ -130,6 +130,7 @@ impl Switchyard {
                 actions: Vec::new(),
                 changed,
                 error: None,
+                undone: false,
             };
             state.write_record(&rec, &em.jsonl())?;
             hit(fp::RECOVERY_BEFORE_CLEAR)

@@ -151,35 +151,23 @@ impl Switchyard {
         if commit {
             self.recover_locked(&state)?;
         }
-        let records = state.records()?;
-        let undone = RunRecord::undone_runs(&records);
         let target = match which {
-            RunSelector::Id(id) => records
-                .iter()
-                .find(|r| r.run_id == id && r.kind == RunKind::Apply)
+            RunSelector::Id(id) => state
+                .record(&id)?
+                .filter(|r| r.kind == RunKind::Apply)
                 .ok_or_else(|| {
                     Error::new(
                         ErrorId::BackupMissing,
                         format!("no apply run {id} is recorded"),
                     )
                 })?,
-            RunSelector::Last => records
-                .iter()
-                .rev()
-                .find(|r| {
-                    r.kind == RunKind::Apply
-                        && r.status == RunStatus::Committed
-                        && r.changed
-                        && !undone.contains(&r.run_id)
-                })
-                .ok_or_else(|| {
-                    Error::new(ErrorId::BackupMissing, "no applied run left to roll back")
-                })?,
+            RunSelector::Last => last_live_apply(&state)?.ok_or_else(|| {
+                Error::new(ErrorId::BackupMissing, "no applied run left to roll back")
+            })?,
         };
+        let target = &target;
         let mut em = self.emitter(target.plan_id, !commit);
-        let noop = undone.contains(&target.run_id)
-            || target.status != RunStatus::Committed
-            || !target.changed;
+        let noop = !target.is_live_apply() || !target.changed;
         let actions: Vec<ActionRecord> = if noop {
             Vec::new()
         } else {
@@ -247,6 +235,7 @@ impl Switchyard {
             actions: actions.clone(),
             changed: false,
             error: None,
+            undone: false,
         };
         state.write_journal(&record)?;
         let verify = self.policy.require_sidecar_integrity;
@@ -271,6 +260,7 @@ impl Switchyard {
                 record.changed = changed;
                 finish(&mut em, changed, !changed, None);
                 state.write_record(&record, &em.jsonl())?;
+                state.mark_undone(&target.run_id, &record.run_id)?;
                 state.clear_journal(&record.run_id)?;
                 Ok(report(
                     &em,
@@ -292,6 +282,19 @@ impl Switchyard {
             }
         }
     }
+}
+
+/// The newest apply run that changed something and is not undone, reading records
+/// newest first and stopping at the first match.
+fn last_live_apply(state: &crate::journal::StateDir) -> Result<Option<RunRecord>> {
+    for id in state.run_ids()?.into_iter().rev() {
+        if let Some(r) = state.record(&id)? {
+            if r.is_live_apply() && r.changed {
+                return Ok(Some(r));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Checks every backup of `actions` against its sidecar hash (S6).

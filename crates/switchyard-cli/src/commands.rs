@@ -1,0 +1,663 @@
+//! One function per command: build the engine, call the library, print the result.
+//! No behaviour lives here beyond choosing what to call and how to show it.
+
+use crate::manifest::Manifest;
+use crate::output::{or_dash, painted, table, Cell, Out, Paint};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use switchyard::journal::StateDir;
+use switchyard::node::NodeKind;
+use switchyard::preflight::Verdict;
+use switchyard::{
+    ActionOutcome, ApplyMode, CommandCheck, CommandSmoke, Error, ErrorId, FileLock, Outcome, Plan,
+    Policy, Root, RunSelector, StateLocation, Switchyard,
+};
+use uuid::Uuid;
+
+/// Global settings every command runs with.
+pub struct Ctx {
+    /// The root, absolute and canonical.
+    pub root: PathBuf,
+    /// `--state-dir`, absolute; `None` = the library default inside the root.
+    pub state: Option<PathBuf>,
+    pub out: Out,
+}
+
+/// A command's failure: the error, and whether its JSON document was printed.
+pub struct Failure {
+    pub error: Error,
+    pub json_printed: bool,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure {
+            error,
+            json_printed: false,
+        }
+    }
+}
+
+/// What a command returns: its exit code on success (0, or 10 for a stopped
+/// preflight, or doctor's verdict), or the failure.
+pub type CmdResult = Result<i32, Failure>;
+
+impl Ctx {
+    /// Where the state directory is.
+    pub fn state_location(&self) -> StateLocation {
+        match &self.state {
+            Some(p) => StateLocation::Host(p.clone()),
+            None => StateLocation::default(),
+        }
+    }
+
+    /// An engine over the root with `policy`, a file lock and, when there are checks,
+    /// a command smoke runner.
+    pub fn engine(&self, policy: Policy, checks: Vec<CommandCheck>) -> Result<Switchyard, Error> {
+        let mut b = Switchyard::builder(policy)
+            .root(&self.root)
+            .state_dir(self.state_location())
+            .with_lock_manager(FileLock::new());
+        if !checks.is_empty() {
+            b = b.with_smoke_runner(CommandSmoke { checks });
+        }
+        b.build()
+    }
+
+    /// Opens the state directory read-only (`None` if it does not exist).
+    pub fn open_state(&self) -> Result<Option<StateDir>, Error> {
+        let root = Root::open(&self.root).map_err(|e| {
+            Error::new(
+                ErrorId::Usage,
+                format!("cannot open root {}: {e}", self.root.display()),
+            )
+        })?;
+        StateDir::open(&self.state_location(), &root, false)
+    }
+
+    /// The facts file of `run_id`, if the run wrote one.
+    pub fn facts_of(&self, sy: &Switchyard, run_id: Option<Uuid>) -> Option<PathBuf> {
+        let p = sy
+            .state_path()
+            .join("runs")
+            .join(run_id?.to_string())
+            .join("facts.jsonl");
+        p.is_file().then_some(p)
+    }
+}
+
+/// The generic JSON failure document (for errors before any run started).
+pub fn failure_json(e: &Error) -> Value {
+    json!({
+        "exit_code": e.exit_code(),
+        "error_id": e.id.as_str(),
+        "summary_error_ids": ids(e),
+        "message": e.message,
+        "remediation": e.remediation,
+    })
+}
+
+fn ids(e: &Error) -> Vec<&'static str> {
+    e.summary_error_ids().iter().map(|i| i.as_str()).collect()
+}
+
+fn path_json(p: &Option<PathBuf>) -> Value {
+    p.as_ref()
+        .map_or(Value::Null, |p| Value::String(p.display().to_string()))
+}
+
+/// Adds the error fields to a run document.
+fn with_error(mut doc: Value, e: &Error) -> Value {
+    if let Some(o) = doc.as_object_mut() {
+        o.insert("exit_code".into(), json!(e.exit_code()));
+        o.insert("error_id".into(), json!(e.id.as_str()));
+        o.insert("summary_error_ids".into(), json!(ids(e)));
+        o.insert("message".into(), json!(e.message));
+        o.insert("remediation".into(), json!(e.remediation));
+        let targets: Vec<Value> = e
+            .targets
+            .iter()
+            .map(|t| json!({"path": t.path, "state": t.state, "remediation": t.remediation}))
+            .collect();
+        o.insert("targets".into(), json!(targets));
+    }
+    doc
+}
+
+/// Prefixes a library error about the manifest's plan with the manifest's name.
+fn in_manifest(m: &Manifest, mut e: Error) -> Error {
+    if e.id == ErrorId::Usage {
+        e.message = format!("{}: {}", m.file, e.message);
+    }
+    e
+}
+
+/// Loads the manifest, builds the engine and plans.
+fn load(ctx: &Ctx, manifest: &Path) -> Result<(Manifest, Switchyard, Plan), Error> {
+    let m = Manifest::load(manifest)?;
+    let sy = ctx.engine(m.policy.clone(), m.checks.clone())?;
+    let input = m.plan_input(&ctx.root)?;
+    let plan = sy.plan(&input).map_err(|e| in_manifest(&m, e))?;
+    Ok((m, sy, plan))
+}
+
+fn short(id: &Uuid) -> String {
+    id.simple().to_string().chars().take(8).collect()
+}
+
+/// `plan MANIFEST`.
+pub fn plan(ctx: &Ctx, manifest: &Path) -> CmdResult {
+    let (_, _, plan) = load(ctx, manifest)?;
+    let out = &ctx.out;
+    let actions: Vec<Value> = plan
+        .actions
+        .iter()
+        .map(|a| {
+            json!({
+                "action_id": a.action_id.to_string(),
+                "kind": a.kind.as_str(),
+                "target": a.target.as_str(),
+                "source": a.source.as_ref().map(|s| s.as_str()),
+            })
+        })
+        .collect();
+    out.json(&json!({"plan_id": plan.plan_id.to_string(), "actions": actions}));
+    let rows = plan
+        .actions
+        .iter()
+        .map(|a| {
+            vec![
+                Cell::from(short(&a.action_id)),
+                Cell::from(a.kind.as_str()),
+                Cell::from(a.target.to_string()),
+                Cell::from(or_dash(a.source.as_ref().map(|s| s.as_str()))),
+            ]
+        })
+        .collect();
+    out.say(&format!(
+        "plan {} ({} action{})\n{}",
+        plan.plan_id,
+        plan.actions.len(),
+        plural(plan.actions.len()),
+        table(out, &["ID", "ACTION", "TARGET", "SOURCE"], rows)
+    ));
+    Ok(0)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// `preflight MANIFEST`: exit 10 when any row stops.
+pub fn preflight(ctx: &Ctx, manifest: &Path) -> CmdResult {
+    let (_, sy, plan) = load(ctx, manifest)?;
+    let rep = sy.preflight(&plan)?;
+    let out = &ctx.out;
+    let stops = rep.stops().count();
+    let warns = rep
+        .rows
+        .iter()
+        .filter(|r| r.verdict == Verdict::Warn)
+        .count();
+    let err = (stops > 0).then(|| {
+        let first = rep
+            .stops()
+            .next()
+            .map(|r| format!("{}: {}", r.path, r.notes.join("; ")))
+            .unwrap_or_default();
+        Error::new(
+            ErrorId::Policy,
+            format!(
+                "preflight stopped {stops} of {} actions; first: {first}",
+                rep.rows.len()
+            ),
+        )
+    });
+    let rows_json: Vec<Value> = rep
+        .rows
+        .iter()
+        .map(|r| {
+            json!({
+                "path": r.path.as_str(),
+                "action_id": r.action_id.to_string(),
+                "kind": r.kind.as_str(),
+                "current_kind": r.current_kind.as_str(),
+                "planned_kind": r.planned_kind.as_str(),
+                "verdict": r.verdict.as_str(),
+                "error_id": r.error_id.map(|i| i.as_str()),
+                "notes": r.notes,
+            })
+        })
+        .collect();
+    out.json(&json!({
+        "plan_id": plan.plan_id.to_string(),
+        "ok": stops == 0,
+        "exit_code": err.as_ref().map_or(0, |e| e.exit_code()),
+        "error_id": err.as_ref().map(|e| e.id.as_str()),
+        "rows": rows_json,
+    }));
+    let rows = rep
+        .rows
+        .iter()
+        .map(|r| {
+            let verdict = match r.verdict {
+                Verdict::Ok => painted("ok", Paint::Green),
+                Verdict::Warn => painted("WARN", Paint::Yellow),
+                Verdict::Stop => painted("STOP", Paint::Red),
+            };
+            vec![
+                verdict,
+                Cell::from(r.kind.as_str()),
+                Cell::from(r.path.to_string()),
+                Cell::from(r.current_kind.as_str()),
+                Cell::from(r.planned_kind.as_str()),
+                Cell::from(r.notes.join("; ")),
+            ]
+        })
+        .collect();
+    out.say(&format!(
+        "preflight of plan {}: {} ok, {warns} warn, {stops} stop\n{}",
+        plan.plan_id,
+        rep.rows.len() - stops - warns,
+        table(
+            out,
+            &["VERDICT", "ACTION", "TARGET", "NOW", "AFTER", "REASON"],
+            rows
+        )
+    ));
+    match err {
+        Some(e) => {
+            out.error(&e);
+            Ok(e.exit_code())
+        }
+        None => Ok(0),
+    }
+}
+
+fn action_json(a: &ActionOutcome) -> Value {
+    json!({
+        "action_id": a.action_id.to_string(),
+        "kind": a.kind.as_str(),
+        "target": a.target,
+        "before_kind": a.before_kind.as_str(),
+        "after_kind": a.after_kind.as_str(),
+        "before_hash": a.before_hash,
+        "after_hash": a.after_hash,
+        "backup": a.backup,
+        "noop": a.noop,
+    })
+}
+
+/// `apply MANIFEST [--commit]`.
+pub fn apply(ctx: &Ctx, manifest: &Path, commit: bool) -> CmdResult {
+    let (_, sy, plan) = load(ctx, manifest)?;
+    let out = &ctx.out;
+    let mode = if commit {
+        ApplyMode::Commit
+    } else {
+        ApplyMode::DryRun
+    };
+    let fail = |e: Error| {
+        let facts = ctx.facts_of(&sy, e.run_id);
+        out.json(&with_error(
+            json!({
+                "run_id": e.run_id.map(|r| r.to_string()),
+                "plan_id": plan.plan_id.to_string(),
+                "dry_run": !commit,
+                "changed": false,
+                "facts": path_json(&facts),
+                "actions": [],
+            }),
+            &e,
+        ));
+        Failure {
+            error: e,
+            json_printed: true,
+        }
+    };
+    // A commit creates the state directory (and lock file) before its preflight, so
+    // on a root without state a dry-run goes first: a plan that preflight stops then
+    // leaves no trace at all. That dry-run runs outside the lock, so if it fails while
+    // another process has meanwhile created the state directory (it may be mid-swap),
+    // the verdict is left to the commit, which inspects under the lock (L1).
+    let state_exists = || ctx.open_state().map_or(true, |s| s.is_some());
+    if commit && !state_exists() {
+        if let Err(e) = sy.apply(&plan, ApplyMode::DryRun) {
+            if !state_exists() {
+                return Err(fail(e));
+            }
+        }
+    }
+    let rep = sy.apply(&plan, mode).map_err(fail)?;
+    out.json(&json!({
+        "run_id": rep.run_id.to_string(),
+        "plan_id": rep.plan_id.to_string(),
+        "dry_run": rep.dry_run,
+        "changed": rep.changed,
+        "exit_code": 0,
+        "error_id": null,
+        "facts": path_json(&rep.facts_path),
+        "actions": rep.actions.iter().map(action_json).collect::<Vec<_>>(),
+    }));
+    if !out.human() {
+        return Ok(0);
+    }
+    let n_changed = rep.actions.iter().filter(|a| !a.noop).count();
+    let rows = rep
+        .actions
+        .iter()
+        .map(|a| {
+            let what = if a.noop {
+                painted("unchanged", Paint::Dim)
+            } else if rep.dry_run {
+                painted("would change", Paint::Yellow)
+            } else {
+                painted("changed", Paint::Green)
+            };
+            vec![
+                what,
+                Cell::from(a.kind.as_str()),
+                Cell::from(a.target.clone()),
+                Cell::from(a.before_kind.as_str()),
+                Cell::from(a.after_kind.as_str()),
+                Cell::from(or_dash(a.backup.as_deref())),
+            ]
+        })
+        .collect();
+    let head = match (rep.dry_run, rep.changed) {
+        (true, true) => format!(
+            "dry-run of plan {}: {n_changed} of {} targets would change; nothing was modified",
+            rep.plan_id,
+            rep.actions.len()
+        ),
+        (true, false) => format!(
+            "dry-run of plan {}: already in effect; nothing would change",
+            rep.plan_id
+        ),
+        (false, true) => format!(
+            "applied plan {} as run {}: {n_changed} of {} targets changed",
+            rep.plan_id,
+            rep.run_id,
+            rep.actions.len()
+        ),
+        (false, false) => format!(
+            "plan {} is already in effect: nothing changed (run {})",
+            rep.plan_id, rep.run_id
+        ),
+    };
+    let mut s = format!(
+        "{head}\n{}",
+        table(
+            out,
+            &["RESULT", "ACTION", "TARGET", "BEFORE", "AFTER", "BACKUP"],
+            rows
+        )
+    );
+    if let Some(f) = &rep.facts_path {
+        s.push_str(&format!("facts: {}\n", f.display()));
+    }
+    if rep.dry_run && rep.changed {
+        s.push_str("re-run with --commit to apply\n");
+    } else if !rep.dry_run && rep.changed {
+        s.push_str(&format!(
+            "undo with: switchyard rollback {} --commit\n",
+            rep.run_id
+        ));
+    }
+    out.say(&s);
+    Ok(0)
+}
+
+/// The plan of a recorded run (for `rollback --json`).
+fn plan_id_of(ctx: &Ctx, run: &Uuid) -> Option<Uuid> {
+    ctx.open_state().ok()??.record(run).ok()??.plan_id
+}
+
+/// `rollback [RUN_ID | --last] [--commit]`.
+pub fn rollback(ctx: &Ctx, run: Option<Uuid>, commit: bool) -> CmdResult {
+    let sy = ctx.engine(Policy::production(), Vec::new())?;
+    let out = &ctx.out;
+    let which = run.map_or(RunSelector::Last, RunSelector::Id);
+    let mode = if commit {
+        ApplyMode::Commit
+    } else {
+        ApplyMode::DryRun
+    };
+    let rep = sy.rollback(which, mode).map_err(|e| {
+        let facts = ctx.facts_of(&sy, e.run_id);
+        out.json(&with_error(
+            json!({
+                "run_id": e.run_id.map(|r| r.to_string()),
+                "plan_id": run.as_ref().and_then(|r| plan_id_of(ctx, r)).map(|p| p.to_string()),
+                "target_run_id": run.map(|r| r.to_string()),
+                "dry_run": !commit,
+                "changed": false,
+                "idempotent_noop": false,
+                "facts": path_json(&facts),
+                "actions": e.targets.iter().map(|t| json!({"target": t.path, "result": t.state})).collect::<Vec<_>>(),
+            }),
+            &e,
+        ));
+        Failure {
+            error: e,
+            json_printed: true,
+        }
+    })?;
+    let result = if rep.dry_run {
+        "would_restore"
+    } else {
+        "restored"
+    };
+    out.json(&json!({
+        "run_id": rep.run_id.to_string(),
+        "plan_id": plan_id_of(ctx, &rep.target_run_id).map(|p| p.to_string()),
+        "target_run_id": rep.target_run_id.to_string(),
+        "dry_run": rep.dry_run,
+        "changed": rep.changed,
+        "idempotent_noop": rep.idempotent_noop,
+        "exit_code": 0,
+        "error_id": null,
+        "facts": path_json(&rep.facts_path),
+        "actions": rep.targets.iter().map(|t| json!({"target": t, "result": result})).collect::<Vec<_>>(),
+    }));
+    if !out.human() {
+        return Ok(0);
+    }
+    let mut s = if rep.idempotent_noop {
+        format!(
+            "run {} has nothing left to undo: no change (idempotent_noop)\n",
+            rep.target_run_id
+        )
+    } else if rep.dry_run {
+        format!(
+            "dry-run rollback of run {}: {} target{} would be restored; nothing was modified\n",
+            rep.target_run_id,
+            rep.targets.len(),
+            plural(rep.targets.len())
+        )
+    } else {
+        format!(
+            "rolled back run {} as run {}: {} target{} restored\n",
+            rep.target_run_id,
+            rep.run_id,
+            rep.targets.len(),
+            plural(rep.targets.len())
+        )
+    };
+    if !rep.targets.is_empty() {
+        let rows = rep
+            .targets
+            .iter()
+            .map(|t| {
+                vec![
+                    if rep.dry_run {
+                        painted("would restore", Paint::Yellow)
+                    } else {
+                        painted("restored", Paint::Green)
+                    },
+                    Cell::from(t.clone()),
+                ]
+            })
+            .collect();
+        s.push_str(&table(out, &["RESULT", "TARGET"], rows));
+    }
+    if let Some(f) = &rep.facts_path {
+        s.push_str(&format!("facts: {}\n", f.display()));
+    }
+    if rep.dry_run && !rep.idempotent_noop {
+        s.push_str("re-run with --commit to roll back\n");
+    }
+    out.say(&s);
+    Ok(0)
+}
+
+fn outcome_str(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Completed => "completed",
+        Outcome::Undone => "undone",
+    }
+}
+
+/// `recover [--commit]`.
+pub fn recover(ctx: &Ctx, commit: bool) -> CmdResult {
+    let sy = ctx.engine(Policy::production(), Vec::new())?;
+    let out = &ctx.out;
+    let mode = if commit {
+        ApplyMode::Commit
+    } else {
+        ApplyMode::DryRun
+    };
+    let rep = sy.recover(mode).map_err(|e| {
+        let facts = ctx.facts_of(&sy, e.run_id);
+        out.json(&with_error(
+            json!({
+                "run_id": e.run_id.map(|r| r.to_string()),
+                "run_ids": e.run_id.map(|r| vec![r.to_string()]).unwrap_or_default(),
+                "plan_id": null,
+                "dry_run": !commit,
+                "changed": false,
+                "facts": path_json(&facts),
+                "actions": [],
+            }),
+            &e,
+        ));
+        Failure {
+            error: e,
+            json_printed: true,
+        }
+    })?;
+    let first = rep.run_ids.first().copied();
+    let facts = ctx.facts_of(&sy, first);
+    out.json(&json!({
+        "run_id": first.map(|r| r.to_string()),
+        "run_ids": rep.run_ids.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "plan_id": null,
+        "dry_run": rep.dry_run,
+        "changed": rep.changed,
+        "exit_code": 0,
+        "error_id": null,
+        "facts": path_json(&facts),
+        "actions": rep.settled.iter().map(|(r, o)| json!({"run_id": r.to_string(), "outcome": outcome_str(*o)})).collect::<Vec<_>>(),
+    }));
+    if !out.human() {
+        return Ok(0);
+    }
+    if rep.settled.is_empty() {
+        out.say("no interrupted runs: nothing to recover\n");
+        return Ok(0);
+    }
+    let rows = rep
+        .settled
+        .iter()
+        .map(|(r, o)| {
+            let what = match (rep.dry_run, o) {
+                (true, Outcome::Completed) => "would complete (it had committed)",
+                (true, Outcome::Undone) => "would undo",
+                (false, Outcome::Completed) => "completed (it had committed)",
+                (false, Outcome::Undone) => "undone",
+            };
+            vec![Cell::from(r.to_string()), painted(what, Paint::Yellow)]
+        })
+        .collect();
+    let mut s = format!(
+        "{}\n{}",
+        if rep.dry_run {
+            "dry-run recovery: nothing was modified"
+        } else {
+            "recovered interrupted runs"
+        },
+        table(out, &["INTERRUPTED RUN", "OUTCOME"], rows)
+    );
+    for r in &rep.run_ids {
+        if let Some(f) = ctx.facts_of(&sy, Some(*r)) {
+            s.push_str(&format!("facts: {}\n", f.display()));
+        }
+    }
+    if rep.dry_run {
+        s.push_str("re-run with --commit to recover\n");
+    }
+    out.say(&s);
+    Ok(0)
+}
+
+/// `status`.
+pub fn status(ctx: &Ctx) -> CmdResult {
+    let sy = ctx.engine(Policy::production(), Vec::new())?;
+    let st = sy.status()?;
+    let out = &ctx.out;
+    out.json(&json!({
+        "targets": st.targets.iter().map(|t| json!({
+            "path": t.path,
+            "kind": t.kind.as_str(),
+            "link_dest": t.link_dest,
+            "run_id": t.run_id.to_string(),
+            "backup": t.backup,
+        })).collect::<Vec<_>>(),
+        "pending_journal": st.pending_journal,
+        "state_dir": st.state_dir.display().to_string(),
+    }));
+    if !out.human() {
+        return Ok(0);
+    }
+    let mut s = String::new();
+    if st.targets.is_empty() {
+        s.push_str("no managed targets\n");
+    } else {
+        let rows = st
+            .targets
+            .iter()
+            .map(|t| {
+                let kind = match t.kind {
+                    NodeKind::Symlink => Cell::from(t.kind.as_str()),
+                    _ => painted(t.kind.as_str(), Paint::Yellow),
+                };
+                vec![
+                    Cell::from(t.path.clone()),
+                    kind,
+                    Cell::from(or_dash(t.link_dest.as_deref())),
+                    Cell::from(t.run_id.to_string()),
+                    Cell::from(or_dash(t.backup.as_deref())),
+                ]
+            })
+            .collect();
+        s.push_str(&table(
+            out,
+            &["TARGET", "KIND", "LINK DEST", "RUN", "BACKUP"],
+            rows,
+        ));
+    }
+    s.push_str(&format!(
+        "pending journal: {}\n",
+        if st.pending_journal {
+            out.paint(Paint::Red, "yes — run `switchyard recover --commit`")
+        } else {
+            "no".into()
+        }
+    ));
+    out.say(&s);
+    Ok(0)
+}
