@@ -149,7 +149,22 @@ impl Switchyard {
                 ),
             ));
         }
-        let state = self.open_state(commit)?;
+        // A first commit (no state directory yet) is preflighted before the state
+        // directory and lock file are created, so a stopped plan changes nothing.
+        let existing = self.open_state(false)?;
+        if commit && existing.is_none() {
+            let (_, report) = self.inspect(plan, &[]);
+            if !report.ok() {
+                let mut em = self.emitter(Some(plan.plan_id), false);
+                em.emit(self.lock_fact(Stage::ApplyAttempt, None));
+                return Err(fail(&mut em, crate::engine::preflight_error(&report), n));
+            }
+        }
+        let state = if commit {
+            self.open_state(true)?
+        } else {
+            existing
+        };
         let guard = match &state {
             Some(s) if commit => Some(self.lock(s)?),
             _ => None,
@@ -309,6 +324,8 @@ impl Switchyard {
         let smoke_facts = smoke_failure.1;
         if let Some(e) = smoke_failure.0 {
             if !self.policy.disable_auto_rollback {
+                // The failed checks are evidence even though the run is undone (H4).
+                smoke_facts.into_iter().for_each(|f| em.emit(f));
                 let e = self.abort(state, em, record, n, e);
                 return Err(e);
             }
@@ -412,7 +429,12 @@ impl Switchyard {
         e: Error,
     ) -> Error {
         let n = record.actions.len();
-        let undo = undo_actions(&self.root, &record.actions[..upto], false, None);
+        let undo = undo_actions(
+            &self.root,
+            &record.actions[..upto],
+            false,
+            Some((&mut *em, Stage::Rollback)),
+        );
         let e = match undo {
             Ok(_) => e,
             Err(mut u) => {

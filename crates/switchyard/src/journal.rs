@@ -43,6 +43,17 @@ pub enum RunKind {
     Recovery,
 }
 
+impl RunKind {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Apply => "apply",
+            RunKind::Rollback => "rollback",
+            RunKind::Recovery => "recovery",
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -31,7 +31,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn as_str(self) -> &'static str {
+    /// Lower-case name, as in facts.
+    pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Completed => "completed",
             Outcome::Undone => "undone",

@@ -36,6 +36,8 @@ pub enum RunSelector {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollbackReport {
     pub run_id: Uuid,
+    /// The plan of the run undone.
+    pub plan_id: Option<Uuid>,
     /// The apply run undone.
     pub target_run_id: Uuid,
     pub dry_run: bool,
@@ -193,6 +195,7 @@ impl Switchyard {
             .collect();
         let report = |em: &Emitter, changed, idem, facts| RollbackReport {
             run_id: em.run_id,
+            plan_id: target.plan_id,
             target_run_id: target.run_id,
             dry_run: !commit,
             changed,

@@ -3,6 +3,8 @@
 //! recovery runs and the tree must be exactly pre-plan (or exactly applied once the
 //! run had committed), with no litter and no pending journal.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 use switchyard::failpoints::{self as fp, ALL};
 use switchyard::{ApplyMode, Policy};
 use switchyard_testkit::{

@@ -1,5 +1,7 @@
 //! End-to-end engine behaviour: apply, rollback, idempotence, litter, integrity.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 use switchyard::{ApplyMode, ErrorId, RunSelector};
 use switchyard_testkit::{sp, standard_input, Fixture};
 

@@ -4,6 +4,8 @@
 //! Regenerate the schema and goldens after an intended change with:
 //!     UPDATE_GOLDENS=1 cargo nextest run -p switchyard-testkit -E 'test(golden) | test(schema)'
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 use std::path::Path;
 use switchyard::{ApplyMode, FileLock, MemorySink, Policy, RunSelector, Switchyard};
 use switchyard_testkit::{

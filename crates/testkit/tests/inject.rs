@@ -4,6 +4,8 @@
 //! rollback (R5): every target's state reported, and running it again finishes;
 //! recovery: fails with E_RECOVERY, keeps its journal, and running it again finishes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 use switchyard::failpoints::{self as fp, ALL};
 use switchyard::{ApplyMode, Policy, RunSelector};
 use switchyard_testkit::{

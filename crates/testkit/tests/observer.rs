@@ -5,6 +5,8 @@
 //! The root lives on /dev/shm (tmpfs) when present, so the run measures rename
 //! atomicity rather than disk fsync latency; the rename paths are the same.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use switchyard::{ApplyMode, PlanInput, Policy, RunSelector};

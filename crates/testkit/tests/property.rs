@@ -3,6 +3,8 @@
 //! apply then rollback restores the identical tree (R1, R2, R6), and applying twice
 //! changes nothing the second time (D3).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 use proptest::prelude::*;
 use switchyard::{ApplyMode, PlanInput, Policy, RunSelector};
 use switchyard_testkit::{engine_for, sp, Fixture, Tree};

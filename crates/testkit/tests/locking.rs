@@ -1,0 +1,207 @@
+//! Locking (L1–L4), R5 reporting, and S3 source ownership.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::sync::Arc;
+use switchyard::adapters::lock::LockManager;
+use switchyard::{ApplyMode, ErrorId, FileLock, MemorySink, Policy, RunSelector, Switchyard};
+use switchyard_testkit::{assert_applied, engine_for, sp, standard_input, Fixture};
+
+#[test]
+fn core_types_are_send_and_sync_l4() {
+    fn check<T: Send + Sync>() {}
+    check::<Switchyard>();
+    check::<switchyard::Plan>();
+    check::<switchyard::Error>();
+}
+
+#[test]
+fn lock_wait_is_bounded_and_reported_l2() {
+    let f = Fixture::new();
+    let mut policy = Policy::dev();
+    policy.lock_timeout_ms = 150;
+    let (sy, sink) = engine_for(f.path(), policy);
+    std::fs::create_dir_all(f.host(switchyard_testkit::STATE)).unwrap();
+    let state = std::fs::File::open(f.host(switchyard_testkit::STATE)).unwrap();
+    let held = FileLock::new()
+        .acquire(std::os::fd::AsFd::as_fd(&state), std::time::Duration::ZERO)
+        .unwrap();
+    assert_eq!(held.attempts, 1);
+    let before = f.tree();
+    let err = sy
+        .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap_err();
+    assert_eq!((err.id, err.exit_code()), (ErrorId::Locking, 30));
+    assert!(
+        err.message
+            .contains(&format!("held by pid {}", std::process::id())),
+        "{err}"
+    );
+    assert_eq!(f.tree(), before);
+    drop(held);
+    sink.clear();
+    sy.apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    let attempt = sink
+        .facts()
+        .into_iter()
+        .find(|f| f.event == switchyard::facts::Stage::ApplyAttempt)
+        .unwrap();
+    assert_eq!(attempt.lock_backend.as_deref(), Some("flock"));
+    assert_eq!(attempt.lock_attempts, Some(1), "free lock: one attempt");
+}
+
+#[test]
+fn production_refuses_without_lock_manager_and_dev_warns_l3() {
+    let f = Fixture::new();
+    let mut policy = Policy::production();
+    policy.allow_roots = vec![sp("usr/bin")];
+    policy.require_smoke_runner = false;
+    let sy = Switchyard::builder(policy).root(f.path()).build().unwrap();
+    let err = sy
+        .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap_err();
+    assert_eq!(err.id, ErrorId::Policy);
+    assert!(err.message.contains("lock manager"), "{err}");
+    // H6: production also refuses without a smoke runner.
+    let mut p = Policy::production();
+    p.allow_roots = vec![sp("usr/bin")];
+    let sy = Switchyard::builder(p)
+        .root(f.path())
+        .with_lock_manager(FileLock::new())
+        .build()
+        .unwrap();
+    let err = sy
+        .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap_err();
+    assert!(err.message.contains("smoke runner"), "{err}");
+
+    let mut dev = Policy::dev();
+    dev.allow_roots = vec![sp("usr/bin")];
+    let sink = MemorySink::default();
+    let sy = Switchyard::builder(dev)
+        .root(f.path())
+        .with_facts_sink(sink.clone())
+        .build()
+        .unwrap();
+    sy.apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    let attempt = sink
+        .facts()
+        .into_iter()
+        .find(|f| f.event == switchyard::facts::Stage::ApplyAttempt)
+        .unwrap();
+    assert_eq!(attempt.decision, switchyard::facts::Decision::Warn);
+    assert_eq!(attempt.lock_backend.as_deref(), Some("none"));
+}
+
+#[test]
+fn concurrent_applies_serialize_on_the_lock_l1_l4() {
+    let f = Fixture::new();
+    let before = f.tree();
+    let (sy, _) = engine_for(f.path(), Policy::dev());
+    let sy = Arc::new(sy);
+    let plan = Arc::new(sy.plan(&standard_input()).unwrap());
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (sy, plan) = (sy.clone(), plan.clone());
+            std::thread::spawn(move || sy.apply(&plan, ApplyMode::Commit).map(|r| r.changed))
+        })
+        .collect();
+    let changed: Vec<bool> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
+    assert_eq!(changed.iter().filter(|c| **c).count(), 1, "{changed:?}");
+    assert_applied(&before, &f.tree());
+}
+
+#[test]
+fn failed_rollback_step_reports_every_target_r5() {
+    let f = Fixture::new();
+    let (sy, _) = engine_for(f.path(), Policy::dev());
+    let rep = sy
+        .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    // Someone replaces our link at usr/bin/ls with their own file.
+    std::fs::remove_file(f.host("usr/bin/ls")).unwrap();
+    f.write("usr/bin/ls", b"someone else's", 0o755);
+    let err = sy
+        .rollback(RunSelector::Id(rep.run_id), ApplyMode::Commit)
+        .unwrap_err();
+    assert_eq!((err.id, err.exit_code()), (ErrorId::RestoreFailed, 70));
+    let states: Vec<(&str, &str)> = err
+        .targets
+        .iter()
+        .map(|t| (t.path.as_str(), t.state.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("usr/bin/new", "restored"),
+            ("usr/bin/ls", "unknown"),
+            ("usr/bin/cat", "restored")
+        ]
+    );
+    let ls = err.targets.iter().find(|t| t.path == "usr/bin/ls").unwrap();
+    assert!(
+        ls.remediation.contains("move the unexpected node"),
+        "{}",
+        ls.remediation
+    );
+    assert_eq!(
+        std::fs::read(f.host("usr/bin/ls")).unwrap(),
+        b"someone else's",
+        "never overwritten"
+    );
+    assert!(
+        f.host("usr/bin/.switchyard.ls.1.bak").exists(),
+        "the original is kept"
+    );
+    assert!(!sy.status().unwrap().pending_journal);
+}
+
+#[test]
+fn strict_policy_refuses_sources_not_owned_by_root_or_writable_s3() {
+    let f = Fixture::new();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        f.host("usr/lib/alt/cat"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    if switchyard_testkit::is_root() {
+        std::os::unix::fs::chown(f.host("usr/lib/alt/ls"), Some(1000), None).unwrap();
+    }
+    let mut policy = Policy::dev();
+    policy.strict_source_ownership = true;
+    let (sy, _) = engine_for(f.path(), policy);
+    let pre = sy.preflight(&sy.plan(&standard_input()).unwrap()).unwrap();
+    let notes = |p: &str| {
+        pre.rows
+            .iter()
+            .find(|r| r.path.as_str() == p)
+            .unwrap()
+            .notes
+            .join("; ")
+    };
+    assert!(
+        notes("usr/bin/cat").contains("group/world-writable"),
+        "{}",
+        notes("usr/bin/cat")
+    );
+    assert!(
+        notes("usr/bin/ls").contains("not root"),
+        "{}",
+        notes("usr/bin/ls")
+    );
+    let err = sy
+        .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap_err();
+    assert_eq!(err.id, ErrorId::Policy);
+    assert_eq!(
+        err.summary_error_ids(),
+        [ErrorId::Ownership, ErrorId::Policy],
+        "O8: causes first"
+    );
+}
