@@ -22,7 +22,7 @@ use crate::failpoints::{self as fp, hit};
 use crate::journal::{ActionRecord, RunKind, RunRecord, RunStatus, StateDir, RECORD_FORMAT};
 use crate::node::{lstat, sha256_bytes, NodeKind};
 use crate::path::NAME_MAX;
-use crate::plan::{ActionKind, Plan};
+use crate::plan::{ActionKind, Plan, RESERVED_PREFIX};
 use crate::rollback::undo_actions;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -63,12 +63,12 @@ pub(crate) fn ms(t: Instant) -> u64 {
 /// `.switchyard.<name>.<suffix>`, with `name` replaced by a hash prefix when the
 /// result would exceed `NAME_MAX`.
 pub(crate) fn aux_name(name: &str, suffix: &str) -> String {
-    let full = format!(".switchyard.{name}.{suffix}");
+    let full = format!("{RESERVED_PREFIX}{name}.{suffix}");
     if full.len() <= NAME_MAX {
         return full;
     }
     format!(
-        ".switchyard.{}.{suffix}",
+        "{RESERVED_PREFIX}{}.{suffix}",
         &sha256_bytes(name.as_bytes())[..16]
     )
 }
@@ -300,9 +300,7 @@ impl Switchyard {
                     return Err(self.abort(state, em, record, idx + 1, e));
                 }
             }
-            let o = outcome(r, planned_kind(r));
-            em.emit(result_fact(&o, ms(t)));
-            outcomes.push(o);
+            outcomes.push((outcome(r, planned_kind(r)), ms(t)));
         }
         perf.swap_ms = ms(t_swap);
         let t_sync = Instant::now();
@@ -320,6 +318,11 @@ impl Switchyard {
             }
         };
         perf.fsync_ms = ms(t_sync);
+        // Per-action results only now: `backup_durable` is true once the fsyncs are done.
+        for (o, duration) in &outcomes {
+            em.emit(result_fact(o, *duration));
+        }
+        let outcomes: Vec<ActionOutcome> = outcomes.into_iter().map(|(o, _)| o).collect();
         let smoke_failure = self.smoke_check(&record, em.run_id);
         let smoke_facts = smoke_failure.1;
         if let Some(e) = smoke_failure.0 {
@@ -360,9 +363,22 @@ impl Switchyard {
             return Err(self.abort(state, em, record, n, e));
         }
         // Past the commit point: failures from here on do not undo the run.
-        hit(fp::APPLY_AFTER_COMMIT).map_err(|e| Error::io(ErrorId::Generic, "after commit", e))?;
-        if changed {
-            state.clear_journal(&record.run_id)?;
+        let cleared = hit(fp::APPLY_AFTER_COMMIT)
+            .map_err(|e| Error::io(ErrorId::Generic, "removing the journal", e))
+            .and_then(|()| {
+                if changed {
+                    state.clear_journal(&record.run_id)
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(mut e) = cleared {
+            e.message = format!(
+                "run {} committed and is in effect, but {}; the next run or `recover` completes it",
+                record.run_id, e.message
+            );
+            e.run_id = Some(em.run_id);
+            return Err(e);
         }
         em.flush();
         Ok(ApplyReport {

@@ -226,6 +226,19 @@ impl Switchyard {
     /// Plans `input` (D1). Emits one `plan` fact per action.
     pub fn plan(&self, input: &PlanInput) -> Result<Plan> {
         let plan = plan::build(input, self.policy.max_plan_actions)?;
+        if let StateLocation::InRoot(state) = &self.state {
+            let inside = plan
+                .actions
+                .iter()
+                .flat_map(|a| [Some(&a.target), a.source.as_ref()])
+                .flatten();
+            if let Some(p) = inside.into_iter().find(|p| p.starts_with(state)) {
+                return Err(Error::new(
+                    ErrorId::Usage,
+                    format!("{p} is inside the state directory {state}"),
+                ));
+            }
+        }
         let mut em = self.emitter(Some(plan.plan_id), true);
         for a in &plan.actions {
             let mut f = Fact::new(Stage::Plan, Decision::Success)
@@ -248,10 +261,7 @@ impl Switchyard {
         records: &[RunRecord],
     ) -> (Vec<Inspection>, PreflightReport) {
         let items = preflight::inspect(&self.root, plan, records);
-        let cx = CheckContext {
-            root: &self.root,
-            policy: &self.policy,
-        };
+        let cx = CheckContext::new(&self.root, &self.policy, &items);
         let report = preflight::evaluate(&cx, &self.checks, &items);
         (items, report)
     }

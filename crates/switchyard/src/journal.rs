@@ -170,10 +170,21 @@ impl StateDir {
                             .iter()
                             .try_fold(top, |dir, part| ensure_dir(dir.as_fd(), part))
                     }),
-                    StateLocation::Host(p) => std::fs::create_dir_all(p).and_then(|()| {
+                    // One component at a time, so each new entry is fsynced (A4).
+                    StateLocation::Host(p) => {
                         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-                        Ok(openat(rustix::fs::CWD, p, flags, Mode::empty())?)
-                    }),
+                        let start = if p.is_absolute() { "/" } else { "." };
+                        openat(rustix::fs::CWD, start, flags, Mode::empty())
+                            .map_err(io::Error::from)
+                            .and_then(|top| {
+                                p.components()
+                                    .filter_map(|c| match c {
+                                        std::path::Component::Normal(n) => n.to_str(),
+                                        _ => None,
+                                    })
+                                    .try_fold(top, |dir, part| ensure_dir(dir.as_fd(), part))
+                            })
+                    }
                 };
                 made.map_err(|e| io_err(format!("creating state directory {}", path.display()), e))?
             }

@@ -108,9 +108,13 @@ impl Node {
         })
     }
 
-    /// Whether `other` is the same inode (same device and inode number).
+    /// Whether `other` is the same node: same kind, device and inode number. The
+    /// kind guards against a freed inode number being reused for a new node.
     pub fn same_inode(&self, other: &Node) -> bool {
-        self.kind != NodeKind::Absent && self.dev == other.dev && self.ino == other.ino
+        self.kind != NodeKind::Absent
+            && self.kind == other.kind
+            && self.dev == other.dev
+            && self.ino == other.ino
     }
 }
 

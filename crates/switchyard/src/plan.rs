@@ -15,6 +15,9 @@ use uuid::Uuid;
 /// The project namespace for UUIDv5 identifiers (fixed forever).
 pub const NAMESPACE: Uuid = Uuid::from_u128(0x5d1c_8a0e_4b7e_4f39_9d35_77a2_c0de_5e1d);
 
+/// Prefix of Switchyard's own names beside targets; plans may not name them.
+pub const RESERVED_PREFIX: &str = ".switchyard.";
+
 /// "Make `target` a symlink to `source`."
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkRequest {
@@ -127,6 +130,17 @@ pub fn build(input: &PlanInput, max_actions: usize) -> Result<Plan> {
         }
     }
     for a in &actions {
+        for p in [Some(&a.target), a.source.as_ref()].into_iter().flatten() {
+            if p.as_str()
+                .split('/')
+                .any(|c| c.starts_with(RESERVED_PREFIX))
+            {
+                return Err(Error::new(
+                    ErrorId::Usage,
+                    format!("{p}: names starting with {RESERVED_PREFIX} are Switchyard's own backups and stages"),
+                ));
+            }
+        }
         if let Some(src) = &a.source {
             if src == &a.target {
                 return Err(Error::new(

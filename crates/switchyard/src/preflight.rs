@@ -79,6 +79,8 @@ pub struct Inspection {
     pub current: Node,
     /// What the source resolves to (links).
     pub source: Option<std::io::Result<Node>>,
+    /// What the target resolves to now (itself for a file).
+    pub resolved: Option<Node>,
     /// The link text to install (links).
     pub new_link: Option<String>,
     /// The backup a restore puts back: its name and its sidecar's prior snapshot.
@@ -87,6 +89,8 @@ pub struct Inspection {
     pub noop: bool,
     pub before_hash: Option<String>,
     pub after_hash: Option<String>,
+    /// Why the target's filesystem or attributes forbid the swap (S2), if they do.
+    pub immovable: Vec<String>,
 }
 
 impl Inspection {
@@ -121,6 +125,25 @@ impl Inspection {
 pub struct CheckContext<'a> {
     pub root: &'a Root,
     pub policy: &'a Policy,
+    /// Every target node of the plan as it is now: a source resolving to one of
+    /// these would, after the swap, resolve through its own link (a loop).
+    pub targets: Vec<Node>,
+}
+
+impl<'a> CheckContext<'a> {
+    /// The context for checking `items`.
+    pub fn new(root: &'a Root, policy: &'a Policy, items: &[Inspection]) -> CheckContext<'a> {
+        let targets = items
+            .iter()
+            .map(|i| i.current.clone())
+            .filter(|n| n.kind != NodeKind::Absent)
+            .collect();
+        CheckContext {
+            root,
+            policy,
+            targets,
+        }
+    }
 }
 
 /// Collects one row's verdict and notes.
@@ -170,6 +193,7 @@ pub fn builtin_checks() -> Vec<Box<dyn Check>> {
         Box::new(Reachable),
         Box::new(TargetKind),
         Box::new(AllowedRoots),
+        Box::new(Movable),
         Box::new(SourceUsable),
         Box::new(RestoreSource),
     ]
@@ -217,6 +241,49 @@ impl Check for AllowedRoots {
     }
 }
 
+/// S2: the target's mount is writable and exec-capable, and neither it nor its
+/// directory is immutable or append-only.
+struct Movable;
+impl Check for Movable {
+    fn name(&self) -> &'static str {
+        "movable"
+    }
+    fn check(&self, _: &CheckContext<'_>, i: &Inspection, out: &mut Findings) {
+        for why in &i.immovable {
+            out.stop(why.clone());
+        }
+    }
+}
+
+/// What stops `name` in `dir` from being swapped: mount flags and inode attributes.
+fn immovable(dir: &OwnedFd, name: &str, current: &Node) -> Vec<String> {
+    use rustix::fs::{IFlags, StatVfsMountFlags as M};
+    let mut why = Vec::new();
+    match rustix::fs::fstatvfs(dir) {
+        Ok(v) if v.f_flag.contains(M::RDONLY) => {
+            why.push("target is on a read-only filesystem".to_owned())
+        }
+        Ok(v) if v.f_flag.contains(M::NOEXEC) => {
+            why.push("target is on a noexec filesystem".to_owned())
+        }
+        Ok(_) => {}
+        Err(e) => why.push(format!("cannot read the target's mount flags: {e}")),
+    }
+    let flags = |fd: &OwnedFd| rustix::fs::ioctl_getflags(fd).unwrap_or(IFlags::empty());
+    let fixed = IFlags::IMMUTABLE | IFlags::APPEND;
+    if flags(dir).intersects(fixed) {
+        why.push("the target's directory is immutable or append-only".to_owned());
+    }
+    if current.kind == NodeKind::File {
+        if let Ok(fd) = crate::node::open_noatime(dir, name) {
+            if flags(&fd).intersects(fixed) {
+                why.push("target is immutable or append-only (chattr)".to_owned());
+            }
+        }
+    }
+    why
+}
+
 /// A2, S3: a link's source exists inside the root, is a regular file, executable if
 /// the target is, and (strict policy) root-owned and not group/world-writable.
 struct SourceUsable;
@@ -238,7 +305,14 @@ impl Check for SourceUsable {
                 n.kind.as_str()
             ));
         }
-        let target_exec = i.current.kind == NodeKind::File && i.current.mode & 0o111 != 0;
+        // Executable as the target resolves now, through symlinks too (A2).
+        let target_exec = i
+            .resolved
+            .as_ref()
+            .is_some_and(|r| r.kind == NodeKind::File && r.mode & 0o111 != 0);
+        if cx.targets.iter().any(|t| t.same_inode(n)) {
+            out.stop(format!("source {src} resolves to a target of this plan; the link would loop or point at a replaced file"));
+        }
         if target_exec && n.mode & 0o111 == 0 {
             out.stop(format!(
                 "target is executable but source {src} is not (mode {:o})",
@@ -291,13 +365,33 @@ impl Check for RestoreSource {
     }
 }
 
-/// SHA-256 of the file `p` resolves to inside the root, if it resolves to one.
+/// What `p` resolves to inside the root: kind, mode, owner and identity, plus the
+/// SHA-256 of a regular file. Opens with `O_PATH` first, so FIFOs and devices are
+/// never opened for reading (no blocking, no side effects).
+pub fn resolve(root: &Root, p: &SafePath) -> std::io::Result<Node> {
+    let st = rustix::fs::fstat(root.open_resolved(p, OFlags::PATH)?)?;
+    let mut n = Node {
+        kind: crate::node::kind_of(&st),
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        dev: st.st_dev,
+        ino: st.st_ino,
+        ..Node::absent()
+    };
+    if n.kind == NodeKind::File {
+        let fd = root.open_resolved(p, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY)?;
+        let again = rustix::fs::fstat(&fd)?;
+        if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
+            return Err(std::io::Error::other("changed while being inspected"));
+        }
+        n.sha256 = Some(sha256_file(&fd)?);
+    }
+    Ok(n)
+}
+
 fn resolved_hash(root: &Root, p: &SafePath) -> Option<String> {
-    let fd = root.open_resolved(p, OFlags::RDONLY).ok()?;
-    let st = rustix::fs::fstat(&fd).ok()?;
-    (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile)
-        .then(|| sha256_file(&fd).ok())
-        .flatten()
+    resolve(root, p).ok().and_then(|n| n.sha256)
 }
 
 /// The newest live backup of `target` made by a link action, with its sidecar.
@@ -353,6 +447,8 @@ fn inspect_one(root: &Root, action: &Action, records: &[RunRecord]) -> Inspectio
         noop: false,
         before_hash: None,
         after_hash: None,
+        immovable: Vec::new(),
+        resolved: None,
     };
     let t = &action.target;
     match root.open_parent(t) {
@@ -376,28 +472,24 @@ fn inspect_one(root: &Root, action: &Action, records: &[RunRecord]) -> Inspectio
             Err(e) => i.dir_error = Some(format!("target cannot be inspected: {e}")),
         }
     }
-    i.before_hash = match i.current.kind {
-        NodeKind::File => i.current.sha256.clone(),
-        NodeKind::Symlink => resolved_hash(root, t),
+    if let Some(dir) = &i.dir {
+        i.immovable = immovable(dir, t.file_name(), &i.current);
+    }
+    i.resolved = match i.current.kind {
+        NodeKind::Symlink => resolve(root, t).ok(),
+        NodeKind::File => Some(i.current.clone()),
         _ => None,
     };
+    i.before_hash = i.resolved.as_ref().and_then(|n| n.sha256.clone());
     match action.kind {
         ActionKind::Link => {
             let src = action.source.as_ref().unwrap_or(t);
             let link = t.relative_link_to(src);
             i.noop = i.current.kind == NodeKind::Symlink
                 && i.current.link_dest.as_deref() == Some(link.as_str());
-            i.source = Some(root.open_resolved(src, OFlags::PATH).and_then(|fd| {
-                let st = rustix::fs::fstat(&fd)?;
-                Ok(Node {
-                    kind: crate::node::kind_of(&st),
-                    mode: st.st_mode & 0o7777,
-                    uid: st.st_uid,
-                    gid: st.st_gid,
-                    ..Node::absent()
-                })
-            }));
-            i.after_hash = resolved_hash(root, src);
+            let source = resolve(root, src);
+            i.after_hash = source.as_ref().ok().and_then(|n| n.sha256.clone());
+            i.source = Some(source);
             i.new_link = Some(link);
         }
         ActionKind::Restore => {

@@ -112,6 +112,9 @@ impl Switchyard {
                         ..j.clone()
                     };
                     state.write_record(&done, b"")?;
+                    if let Some(t) = j.target_run_id {
+                        state.mark_undone(&t, &j.run_id)?;
+                    }
                 }
             }
             let mut f = Fact::new(Stage::RecoverySummary, Decision::Success);

@@ -207,6 +207,28 @@ impl Switchyard {
             finish(&mut em, false, true, None);
             return Ok(report(&em, false, true, None));
         }
+        // Undoing an older run under a newer one that changed the same targets would
+        // strand the newer run's nodes: newest first.
+        // Only a newer restore can do that, and it always moves this run's backup away,
+        // so history is read only when a backup no longer holds its original.
+        if !noop && !backups_in_place(&self.root, &actions) {
+            if let Some((newer, path)) = newer_live_toucher(&state, target)? {
+                let mut e = Error::new(
+                    ErrorId::Policy,
+                    format!(
+                        "run {newer} (newer) also changed {path}; roll it back before run {}",
+                        target.run_id
+                    ),
+                )
+                .with_remediation(format!(
+                    "switchyard rollback {newer} --commit, then roll back {} again",
+                    target.run_id
+                ));
+                finish(&mut em, false, false, Some(&e));
+                e.run_id = Some(em.run_id);
+                return Err(e);
+            }
+        }
         // S6: verify every backup before anything moves.
         if self.policy.require_sidecar_integrity {
             if let Err(mut e) = verify_backups(&self.root, &actions) {
@@ -295,6 +317,54 @@ fn last_live_apply(state: &crate::journal::StateDir) -> Result<Option<RunRecord>
             if r.is_live_apply() && r.changed {
                 return Ok(Some(r));
             }
+        }
+    }
+    Ok(None)
+}
+
+/// Whether every backup of `actions` still holds the node it was made from.
+fn backups_in_place(root: &Root, actions: &[ActionRecord]) -> bool {
+    actions
+        .iter()
+        .filter(|a| !a.noop)
+        .all(|a| match a.backup.as_deref() {
+            None => true,
+            Some(b) => root
+                .open_parent(&a.target)
+                .and_then(|dir| Node::observe(&dir, b, false))
+                .is_ok_and(|n| n.same_inode(&a.prior)),
+        })
+}
+
+/// The first run newer than `target` that is still in effect and changed one of
+/// its targets, with that target.
+fn newer_live_toucher(
+    state: &crate::journal::StateDir,
+    target: &RunRecord,
+) -> Result<Option<(Uuid, String)>> {
+    let mine: Vec<&crate::path::SafePath> = target
+        .actions
+        .iter()
+        .filter(|a| !a.noop)
+        .map(|a| &a.target)
+        .collect();
+    for id in state
+        .run_ids()?
+        .into_iter()
+        .filter(|id| *id > target.run_id)
+    {
+        let Some(r) = state.record(&id)? else {
+            continue;
+        };
+        if !r.is_live_apply() {
+            continue;
+        }
+        if let Some(a) = r
+            .actions
+            .iter()
+            .find(|a| !a.noop && mine.contains(&&a.target))
+        {
+            return Ok(Some((id, a.target.to_string())));
         }
     }
     Ok(None)

@@ -99,13 +99,20 @@ pub(crate) fn apply(dir: &OwnedFd, a: &ActionRecord) -> Result<()> {
             let displaced = Node::observe(dir, s, false)
                 .map_err(|e| swap_err(a, "inspecting displaced node", e))?;
             if !displaced.same_inode(&a.prior) {
+                // Someone replaced the target after it was journaled: give their node
+                // its name back at once and drop our staged link, then fail.
+                renameat_with(dir, s, dir, t, RenameFlags::EXCHANGE).map_err(|e| {
+                    swap_err(a, "exchanging back a concurrently replaced target", e)
+                })?;
+                if a.kind == ActionKind::Link {
+                    unlink_if_present(dir, s)
+                        .map_err(|e| swap_err(a, "removing staged link", e))?;
+                }
                 return Err(Error::new(
                     ErrorId::AtomicSwap,
-                    format!(
-                        "{}: the target changed after it was journaled; refusing to continue",
-                        a.target
-                    ),
-                ));
+                    format!("{}: the target changed after it was journaled (another process replaced it); nothing was swapped", a.target),
+                )
+                .with_remediation("run apply again once the other package operation has finished"));
             }
             rename_noreplace(dir, s, b).map_err(|e| swap_err(a, "moving original to backup", e))?;
         }
@@ -170,12 +177,20 @@ pub(crate) fn undo(dir: &OwnedFd, a: &ActionRecord, verify: bool) -> Result<bool
         |name: &str| Node::observe(dir, name, false).map_err(|e| restore_err(a, "inspecting", e));
     let tn = obs(t)?;
     let mut changed = false;
+    // Set when the target holds a node we did not install: we never overwrite it.
+    let mut refused: Option<Error> = None;
     if a.prior.kind != NodeKind::Absent {
         if !tn.same_inode(&a.prior) {
             let from = match (obs(s)?, a.backup.as_deref()) {
-                (sn, _) if sn.same_inode(&a.prior) => s,
-                (_, Some(b)) if obs(b)?.same_inode(&a.prior) => b,
-                _ => {
+                (sn, _) if sn.same_inode(&a.prior) => Some(s),
+                (_, Some(b)) if obs(b)?.same_inode(&a.prior) => Some(b),
+                _ => None,
+            };
+            match from {
+                // The original is gone and the target is not ours: another process
+                // replaced it (e.g. a package upgrade). Nothing of ours to undo there.
+                None if !is_new(a, &tn) => {}
+                None => {
                     return Err(Error::new(
                         ErrorId::RestoreFailed,
                         format!(
@@ -188,46 +203,43 @@ pub(crate) fn undo(dir: &OwnedFd, a: &ActionRecord, verify: bool) -> Result<bool
                         a.target
                     )))
                 }
-            };
-            if verify {
-                verify_sidecar(dir, a, from)?;
+                Some(from) if tn.kind != NodeKind::Absent && !is_new(a, &tn) => {
+                    refused = Some(
+                        Error::new(
+                            ErrorId::RestoreFailed,
+                            format!("{}: the target was replaced by something Switchyard did not install; refusing to overwrite it (the original is kept at {from})", a.target),
+                        )
+                        .with_remediation(format!("move the unexpected node at {} aside, then run the same command again", a.target)),
+                    );
+                }
+                Some(from) => {
+                    if verify {
+                        verify_sidecar(dir, a, from)?;
+                    }
+                    if tn.kind == NodeKind::Absent {
+                        rename_noreplace(dir, from, t)
+                            .map_err(|e| restore_err(a, "moving original back", e))?;
+                    } else {
+                        exchange_back(dir, a, from)?;
+                    }
+                    changed = true;
+                    hit(fp::UNDO_AFTER_SWAP).map_err(|e| restore_err(a, "swapped back", e))?;
+                }
             }
-            if tn.kind == NodeKind::Absent {
-                rename_noreplace(dir, from, t)
-                    .map_err(|e| restore_err(a, "moving original back", e))?;
-            } else if is_new(a, &tn) {
-                exchange_back(dir, a, from)?;
-            } else {
-                return Err(Error::new(
-                    ErrorId::RestoreFailed,
-                    format!("{}: the target was replaced by something Switchyard did not install; refusing to overwrite it", a.target),
-                )
-                .with_remediation(format!("move the unexpected node at {} aside, then run rollback again", a.target)));
-            }
-            changed = true;
-            hit(fp::UNDO_AFTER_SWAP).map_err(|e| restore_err(a, "swapped back", e))?;
         }
     } else if is_new(a, &tn) {
         dispose(dir, a, t)?;
         changed = true;
         hit(fp::UNDO_AFTER_SWAP).map_err(|e| restore_err(a, "removed", e))?;
-    } else if tn.kind != NodeKind::Absent {
-        return Err(Error::new(
-            ErrorId::RestoreFailed,
-            format!(
-                "{}: was absent before the run but now holds a node Switchyard did not install",
-                a.target
-            ),
-        )
-        .with_remediation(format!(
-            "remove or keep {} by hand; Switchyard will not delete it",
-            a.target
-        )));
     }
-    // The prior node is home; clear whatever of ours is left at the other names.
+    // (An absent-before target that now holds someone else's node is left alone: it
+    // is theirs, and "absent" was only our side of the story.)
+    let prior_home =
+        refused.is_none() && (a.prior.kind == NodeKind::Absent || obs(t)?.same_inode(&a.prior));
+    // Clear whatever of ours is left at the other names.
     for name in [Some(s), a.backup.as_deref()].into_iter().flatten() {
         let n = obs(name)?;
-        if Some(name) == a.backup.as_deref() && n.same_inode(&a.prior) {
+        if prior_home && Some(name) == a.backup.as_deref() && n.same_inode(&a.prior) {
             // Hard-link fallback left a second name for the original.
             unlink_if_present(dir, name).map_err(|e| restore_err(a, "removing backup link", e))?;
         } else if is_new(a, &n) && !(a.kind == ActionKind::Restore && name == s) {
@@ -237,6 +249,9 @@ pub(crate) fn undo(dir: &OwnedFd, a: &ActionRecord, verify: bool) -> Result<bool
         }
         changed = true;
         hit(fp::UNDO_AFTER_DISPOSE).map_err(|e| restore_err(a, "disposed", e))?;
+    }
+    if let Some(e) = refused {
+        return Err(e);
     }
     Ok(changed)
 }
