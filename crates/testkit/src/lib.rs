@@ -149,7 +149,12 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        Fixture::new_in(&std::env::temp_dir())
+    }
+
+    /// The fixture in a fresh directory under `base` (e.g. a test mount).
+    pub fn new_in(base: &Path) -> Fixture {
+        let dir = tempfile::tempdir_in(base).unwrap_or_else(|e| panic!("tempdir: {e}"));
         let f = Fixture { dir };
         std::fs::create_dir_all(f.host("var/lib")).unwrap_or_else(|e| panic!("{e}"));
         f.write("usr/bin/ls", b"#!/bin/sh\necho gnu-ls\n", 0o755);
@@ -392,4 +397,86 @@ impl switchyard::SmokeRunner for FixedSmoke {
             })
             .collect()
     }
+}
+
+/// Returns false (after saying why) when the test needs root and we are not; in CI
+/// (`CI` set) that is a failure, never a silent pass (T3).
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root and CI must run it as root (T3)"
+    );
+    eprintln!("{test}: not run: needs root (CI runs it as root)");
+    false
+}
+
+/// A tmpfs mounted for one test, unmounted on drop.
+pub struct TmpfsMount {
+    dir: tempfile::TempDir,
+}
+
+fn sh(cmd: &str, args: &[&str]) {
+    let st = std::process::Command::new(cmd)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(st.success(), "{cmd} {args:?} failed: {st}");
+}
+
+impl TmpfsMount {
+    /// Mounts a tmpfs with `opts` (e.g. `size=8m`).
+    pub fn new(opts: &str) -> TmpfsMount {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        sh(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                opts,
+                "switchyard-test",
+                &dir.path().to_string_lossy(),
+            ],
+        );
+        TmpfsMount { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Remounts with `opts` (e.g. `ro`, `nr_inodes=123`).
+    pub fn remount(&self, opts: &str) {
+        sh(
+            "mount",
+            &[
+                "-o",
+                &format!("remount,{opts}"),
+                &self.path().to_string_lossy(),
+            ],
+        );
+    }
+
+    /// Inodes in use.
+    pub fn inodes_used(&self) -> u64 {
+        let v = rustix::fs::statvfs(self.path()).unwrap_or_else(|e| panic!("statvfs: {e}"));
+        v.f_files - v.f_ffree
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Sets or clears the immutable attribute with chattr(1).
+pub fn chattr(flag: &str, p: &Path) {
+    sh("chattr", &[flag, &p.to_string_lossy()]);
 }

@@ -1,0 +1,149 @@
+//! Real faults on real filesystems (root; CI runs these as root, T3): ENOSPC at every
+//! inode allocation of a run, immutable targets, read-only and noexec mounts (S2),
+//! and state on another filesystem. Nothing is simulated: the kernel says no.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use switchyard::failpoints as fp;
+use switchyard::{ApplyMode, ErrorId, Policy, RunSelector, StateLocation, Switchyard};
+use switchyard_testkit::{
+    assert_applied, chattr, engine_for, require_root, sp, standard_input, Fixture, TmpfsMount,
+    STATE,
+};
+
+#[test]
+fn enospc_at_every_inode_allocation_leaves_pre_plan_a3_r4() {
+    if !require_root("enospc sweep") {
+        return;
+    }
+    let mut failures = 0;
+    for extra in 0..64 {
+        let m = TmpfsMount::new("size=16m");
+        let f = Fixture::new_in(m.path());
+        let before = f.tree();
+        m.remount(&format!("nr_inodes={}", m.inodes_used() + extra));
+        let (sy, _) = engine_for(f.path(), Policy::dev());
+        let plan = sy.plan(&standard_input()).unwrap();
+        match sy.apply(&plan, ApplyMode::Commit) {
+            Ok(rep) => {
+                assert!(failures > 0, "never ran out of inodes");
+                assert!(rep.changed);
+                assert_applied(&before, &f.tree());
+                eprintln!("ENOSPC sweep: {failures} failing runs before the first success at +{extra} inodes");
+                return;
+            }
+            Err(e) => {
+                failures += 1;
+                let ctx = format!("+{extra} inodes: {e}");
+                assert!(
+                    e.errno == Some(28) || e.message.contains("No space left"),
+                    "{ctx}"
+                );
+                assert_eq!(f.tree(), before, "{ctx}: not pre-plan (R4)");
+                // With room again, any leftover journal is settled and the plan applies.
+                m.remount("nr_inodes=100000");
+                sy.recover(ApplyMode::Commit)
+                    .unwrap_or_else(|e| panic!("{ctx}: recover: {e}"));
+                assert_eq!(f.tree(), before, "{ctx}: recovery");
+                assert!(!sy.status().unwrap().pending_journal, "{ctx}");
+                assert!(sy.apply(&plan, ApplyMode::Commit).unwrap().changed, "{ctx}");
+                assert_applied(&before, &f.tree());
+            }
+        }
+    }
+    panic!("the run never succeeded");
+}
+
+#[test]
+fn immutable_target_stops_preflight_and_fails_the_swap_safely_s2() {
+    if !require_root("immutable target") {
+        return;
+    }
+    let f = Fixture::new();
+    let ls = f.host("usr/bin/ls");
+    let before = f.tree();
+    let (sy, _) = engine_for(f.path(), Policy::dev());
+    let plan = sy.plan(&standard_input()).unwrap();
+    chattr("+i", &ls);
+    let pre = sy.preflight(&plan).unwrap();
+    let row = pre
+        .rows
+        .iter()
+        .find(|r| r.path.as_str() == "usr/bin/ls")
+        .unwrap();
+    assert!(row.notes.iter().any(|n| n.contains("immutable")), "{row:?}");
+    let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
+    chattr("-i", &ls);
+    assert_eq!(err.id, ErrorId::Policy);
+    assert_eq!(f.tree(), before);
+
+    // Made immutable after preflight, between journal and swap: the kernel refuses
+    // the exchange (EPERM) and every action already done is undone.
+    let target = ls.clone();
+    fail::cfg_callback(fp::APPLY_AFTER_JOURNAL, move || chattr("+i", &target)).unwrap();
+    let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
+    fail::remove(fp::APPLY_AFTER_JOURNAL);
+    chattr("-i", &ls);
+    assert_eq!(err.id, ErrorId::AtomicSwap, "{err}");
+    assert_eq!(err.errno, Some(1), "EPERM from the kernel: {err}");
+    assert_eq!(f.tree(), before);
+    assert!(!sy.status().unwrap().pending_journal);
+}
+
+#[test]
+fn read_only_and_noexec_mounts_stop_preflight_with_nothing_changed_s2() {
+    if !require_root("ro/noexec mounts") {
+        return;
+    }
+    for (opt, word) in [("ro", "read-only"), ("noexec", "noexec")] {
+        let m = TmpfsMount::new("size=16m");
+        let f = Fixture::new_in(m.path());
+        m.remount(opt);
+        let before = switchyard_testkit::Tree::capture(f.path(), &[]);
+        let (sy, _) = engine_for(f.path(), Policy::dev());
+        let plan = sy.plan(&standard_input()).unwrap();
+        let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
+        assert_eq!(err.id, ErrorId::Policy, "{opt}: {err}");
+        assert!(err.message.contains(word), "{opt}: {err}");
+        assert_eq!(
+            switchyard_testkit::Tree::capture(f.path(), &[]),
+            before,
+            "{opt}: not even a state dir"
+        );
+    }
+}
+
+#[test]
+fn state_on_another_filesystem_works_and_rolls_back_exactly() {
+    if !require_root("state on another filesystem") {
+        return;
+    }
+    let m = TmpfsMount::new("size=16m");
+    let f = Fixture::new();
+    let before = f.tree();
+    let mut policy = Policy::dev();
+    policy.allow_roots = vec![sp("usr/bin")];
+    let state = m.path().join("state");
+    let sy = Switchyard::builder(policy)
+        .root(f.path())
+        .state_dir(StateLocation::Host(state.clone()))
+        .with_lock_manager(switchyard::FileLock::new())
+        .build()
+        .unwrap();
+    let rep = sy
+        .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    assert_applied(&before, &f.tree());
+    assert!(state
+        .join("runs")
+        .join(rep.run_id.to_string())
+        .join("record.json")
+        .is_file());
+    assert!(
+        !f.host(STATE).exists(),
+        "nothing written to the root's default state dir"
+    );
+    sy.rollback(RunSelector::Id(rep.run_id), ApplyMode::Commit)
+        .unwrap();
+    assert_eq!(f.tree(), before);
+}
