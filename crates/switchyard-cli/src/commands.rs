@@ -319,19 +319,8 @@ pub fn apply(ctx: &Ctx, manifest: &Path, commit: bool) -> CmdResult {
             json_printed: true,
         }
     };
-    // A commit creates the state directory (and lock file) before its preflight, so
-    // on a root without state a dry-run goes first: a plan that preflight stops then
-    // leaves no trace at all. That dry-run runs outside the lock, so if it fails while
-    // another process has meanwhile created the state directory (it may be mid-swap),
-    // the verdict is left to the commit, which inspects under the lock (L1).
-    let state_exists = || ctx.open_state().map_or(true, |s| s.is_some());
-    if commit && !state_exists() {
-        if let Err(e) = sy.apply(&plan, ApplyMode::DryRun) {
-            if !state_exists() {
-                return Err(fail(e));
-            }
-        }
-    }
+    // A first commit preflights before creating the state directory, so a stopped
+    // plan leaves no trace (the library guarantees it).
     let rep = sy.apply(&plan, mode).map_err(fail)?;
     out.json(&json!({
         "run_id": rep.run_id.to_string(),
