@@ -167,6 +167,10 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff)
+    ///
+    /// e.g. `switchyard man > /usr/share/man/man1/switchyard.1`.
+    Man,
 }
 
 #[derive(Debug, Args)]

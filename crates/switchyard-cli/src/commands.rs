@@ -58,6 +58,9 @@ impl Ctx {
             .root(&self.root)
             .state_dir(self.state_location())
             .with_lock_manager(FileLock::new());
+        if let Some(bar) = crate::output::ProgressBar::for_stderr(&self.out) {
+            b = b.with_progress(move |op, done, total| bar.step(op, done, total));
+        }
         if !checks.is_empty() {
             b = b.with_smoke_runner(CommandSmoke { checks });
         }

@@ -40,6 +40,10 @@ fn run() -> i32 {
             clap_complete::generate(*shell, &mut cmd, "switchyard", &mut std::io::stdout());
             Ok(0)
         }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map(|()| 0)
+            .map_err(|e| Error::new(ErrorId::Generic, format!("writing the man page: {e}")).into()),
         Command::Demo => demo::demo(&out),
         cmd => match context(g, out) {
             Err(e) => Err(e.into()),
@@ -55,7 +59,7 @@ fn run() -> i32 {
                 Command::Status => commands::status(&ctx),
                 Command::Recover { commit } => commands::recover(&ctx, *commit),
                 Command::Doctor => doctor::doctor(&ctx),
-                Command::Demo | Command::Completions { .. } => Ok(0),
+                Command::Demo | Command::Completions { .. } | Command::Man => Ok(0),
             },
         },
     };

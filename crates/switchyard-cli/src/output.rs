@@ -205,3 +205,45 @@ impl Out {
         }
     }
 }
+
+/// A progress bar on stderr for long runs (TTY only, human output only).
+pub struct ProgressBar {
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+/// Runs shorter than this show no bar.
+const BAR_MIN_ACTIONS: usize = 200;
+
+impl ProgressBar {
+    /// A bar if stderr is a terminal and output is for a person.
+    pub fn for_stderr(out: &Out) -> Option<ProgressBar> {
+        (out.human() && std::io::stderr().is_terminal()).then(|| ProgressBar {
+            bar: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Records that `done` of `total` actions of `op` are finished.
+    pub fn step(&self, op: &str, done: usize, total: usize) {
+        if total < BAR_MIN_ACTIONS {
+            return;
+        }
+        let Ok(mut slot) = self.bar.lock() else {
+            return;
+        };
+        let bar = slot.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(total as u64);
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{msg:>9} [{bar:40}] {pos}/{len} {elapsed}")
+            {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b.set_message(op.to_owned());
+            b
+        });
+        bar.set_position(done as u64);
+        if done >= total {
+            bar.finish_and_clear();
+            *slot = None;
+        }
+    }
+}

@@ -301,6 +301,7 @@ impl Switchyard {
                 }
             }
             outcomes.push((outcome(r, planned_kind(r)), ms(t)));
+            self.progress("apply", idx + 1, n);
         }
         perf.swap_ms = ms(t_swap);
         let t_sync = Instant::now();
@@ -445,11 +446,23 @@ impl Switchyard {
         e: Error,
     ) -> Error {
         let n = record.actions.len();
+        // A failed commit-point write may have left a `committed` record; it must be
+        // gone before undoing, or recovery would "complete" an undone run. If it cannot
+        // be removed, the run is left applied, which is what the record says.
+        if let Err(d) = state.discard_record(&record.run_id) {
+            let mut e = e;
+            e.message = format!(
+                "{}; the run stays applied because its record could not be discarded: {}",
+                e.message, d.message
+            );
+            return fail(em, e, n);
+        }
         let undo = undo_actions(
             &self.root,
             &record.actions[..upto],
             false,
             Some((&mut *em, Stage::Rollback)),
+            &|_, _| {},
         );
         let e = match undo {
             Ok(_) => e,
@@ -463,10 +476,19 @@ impl Switchyard {
         record.error = Some(e.message.clone());
         let e = fail(em, e, n);
         if e.targets.is_empty() {
-            // Fully undone: the record closes the run and the journal can go.
-            let _ = state
+            // Fully undone: the record closes the run and the journal can go. If that
+            // fails the journal stays, and the next run's recovery settles it again.
+            if let Err(w) = state
                 .write_record(&record, &em.jsonl())
-                .and_then(|()| state.clear_journal(&record.run_id));
+                .and_then(|()| state.clear_journal(&record.run_id))
+            {
+                let mut e = e;
+                e.message = format!(
+                    "{} (its journal stays for recovery: {})",
+                    e.message, w.message
+                );
+                return e;
+            }
         }
         e
     }

@@ -29,6 +29,9 @@ pub enum ApplyMode {
     Commit,
 }
 
+/// A progress callback: `(operation, done, total)` after each action of a commit.
+pub type ProgressFn = dyn Fn(&str, usize, usize) + Send + Sync;
+
 /// Builds a [`Switchyard`].
 pub struct Builder {
     policy: Policy,
@@ -39,6 +42,7 @@ pub struct Builder {
     smoke: Option<Box<dyn SmokeRunner>>,
     sinks: Vec<Arc<dyn FactSink>>,
     checks: Vec<Box<dyn Check>>,
+    progress: Option<Box<ProgressFn>>,
 }
 
 impl Builder {
@@ -84,6 +88,15 @@ impl Builder {
         self
     }
 
+    /// Reports progress of long commits (e.g. to drive a progress bar).
+    pub fn with_progress(
+        mut self,
+        f: impl Fn(&str, usize, usize) + Send + Sync + 'static,
+    ) -> Builder {
+        self.progress = Some(Box::new(f));
+        self
+    }
+
     /// Opens the root and finishes the handle.
     pub fn build(self) -> Result<Switchyard> {
         let root = Root::open(&self.root).map_err(|e| {
@@ -105,6 +118,7 @@ impl Builder {
             smoke: self.smoke,
             sinks: self.sinks,
             checks: self.checks,
+            progress: self.progress,
         })
     }
 }
@@ -118,6 +132,7 @@ pub struct Switchyard {
     pub(crate) smoke: Option<Box<dyn SmokeRunner>>,
     pub(crate) sinks: Vec<Arc<dyn FactSink>>,
     pub(crate) checks: Vec<Box<dyn Check>>,
+    pub(crate) progress: Option<Box<ProgressFn>>,
 }
 
 /// A managed target, as `status` reports it.
@@ -154,6 +169,7 @@ impl Switchyard {
             smoke: None,
             sinks: Vec::new(),
             checks,
+            progress: None,
         }
     }
 
@@ -172,6 +188,12 @@ impl Switchyard {
         match &self.state {
             StateLocation::InRoot(p) => self.root.host_path(p),
             StateLocation::Host(p) => p.clone(),
+        }
+    }
+
+    pub(crate) fn progress(&self, op: &str, done: usize, total: usize) {
+        if let Some(f) = &self.progress {
+            f(op, done, total);
         }
     }
 

@@ -314,6 +314,24 @@ impl StateDir {
         }
     }
 
+    /// Durably removes the record of `run_id`, if any (an aborted commit must not
+    /// leave a `committed` record behind).
+    pub fn discard_record(&self, run_id: &Uuid) -> Result<()> {
+        let Some(runs) = self
+            .sub(RUNS)
+            .map_err(|e| io_err("opening runs directory", e))?
+        else {
+            return Ok(());
+        };
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match openat(&runs, run_id.to_string(), flags, Mode::empty()) {
+            Ok(dir) => remove_durably(dir.as_fd(), RECORD)
+                .map_err(|e| io_err(format!("discarding record of run {run_id}"), e)),
+            Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(io_err(format!("opening run {run_id}"), e.into())),
+        }
+    }
+
     /// Durably marks `run_id` as undone by the rollback `by`.
     pub fn mark_undone(&self, run_id: &Uuid, by: &Uuid) -> Result<()> {
         let runs =

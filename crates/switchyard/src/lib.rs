@@ -37,7 +37,7 @@ mod swap;
 pub use adapters::lock::{FileLock, LockManager};
 pub use adapters::smoke::{CommandCheck, CommandSmoke, SmokeOutcome, SmokeRunner};
 pub use apply::{ActionOutcome, ApplyReport};
-pub use engine::{ApplyMode, Builder, Status, Switchyard, TargetStatus};
+pub use engine::{ApplyMode, Builder, ProgressFn, Status, Switchyard, TargetStatus};
 pub use error::{Error, ErrorId, Result};
 pub use facts::{Fact, FactSink, JsonlSink, MemorySink};
 pub use journal::StateLocation;

@@ -399,19 +399,25 @@ fn find_backup(
     dir: &OwnedFd,
     target: &SafePath,
     records: &[RunRecord],
-) -> Option<(String, Node, Node)> {
-    records
+) -> Result<Option<(String, Node, Node)>, String> {
+    let candidates = records
         .iter()
         .rev()
         .filter(|r| r.is_live_apply())
         .flat_map(|r| r.actions.iter())
-        .filter(|a| &a.target == target && a.kind == ActionKind::Link && !a.noop)
-        .find_map(|a| {
-            let b = a.backup.as_deref()?;
-            let n = Node::observe(dir, b, true).ok()?;
-            n.same_inode(&a.prior)
-                .then(|| (b.to_owned(), n, a.prior.clone()))
-        })
+        .filter(|a| &a.target == target && a.kind == ActionKind::Link && !a.noop);
+    for a in candidates {
+        let Some(b) = a.backup.as_deref() else {
+            continue;
+        };
+        // An unreadable newest backup is a stop, never a silent fall-back to an older one.
+        let n = Node::observe(dir, b, true)
+            .map_err(|e| format!("backup {b} cannot be inspected: {e}"))?;
+        if n.same_inode(&a.prior) {
+            return Ok(Some((b.to_owned(), n, a.prior.clone())));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether a settled restore already put a backup at `target` (D3 for restores).
@@ -494,7 +500,10 @@ fn inspect_one(root: &Root, action: &Action, records: &[RunRecord]) -> Inspectio
         }
         ActionKind::Restore => {
             if let Some(dir) = &i.dir {
-                i.restore_from = find_backup(dir, t, records);
+                match find_backup(dir, t, records) {
+                    Ok(found) => i.restore_from = found,
+                    Err(why) => i.dir_error = Some(why),
+                }
                 if let Some((name, node, _)) = &i.restore_from {
                     i.after_hash = match node.kind {
                         NodeKind::File => node.sha256.clone(),

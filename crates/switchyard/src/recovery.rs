@@ -89,6 +89,7 @@ impl Switchyard {
                     &j.actions,
                     verify,
                     Some((&mut em, Stage::Recovery)),
+                    &|_, _| {},
                 ) {
                     Ok(c) => changed = c,
                     Err(e) => {

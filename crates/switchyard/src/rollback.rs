@@ -57,12 +57,15 @@ pub(crate) fn undo_actions(
     actions: &[ActionRecord],
     verify: bool,
     mut em: Option<(&mut Emitter, Stage)>,
+    on_step: &dyn Fn(usize, usize),
 ) -> Result<bool> {
     let mut sync = DirSync::default();
     let mut changed = false;
     let mut failures: Vec<Error> = Vec::new();
     let mut states = Vec::new();
-    for a in actions.iter().rev().filter(|a| !a.noop) {
+    let total = actions.iter().filter(|a| !a.noop).count();
+    for (done, a) in actions.iter().rev().filter(|a| !a.noop).enumerate() {
+        on_step(done + 1, total);
         let r = root
             .open_parent(&a.target)
             .map_err(|e| {
@@ -272,6 +275,7 @@ impl Switchyard {
                     &actions,
                     verify,
                     Some((&mut em, Stage::Rollback)),
+                    &|d, t| self.progress("rollback", d, t),
                 )
             })
             .and_then(|c| {
