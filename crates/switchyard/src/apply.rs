@@ -295,7 +295,7 @@ impl Switchyard {
                 let touched = sync.touch(r.target.parent(), dir);
                 if let Err(e) = touched
                     .map_err(|e| Error::io(ErrorId::Generic, "dir handle", e))
-                    .and_then(|()| crate::swap::apply(dir, r))
+                    .and_then(|()| crate::swap::apply(dir, r, self.mechanics))
                 {
                     return Err(self.abort(state, em, record, idx + 1, e));
                 }
@@ -459,6 +459,7 @@ impl Switchyard {
         }
         let undo = undo_actions(
             &self.root,
+            self.mechanics,
             &record.actions[..upto],
             false,
             Some((&mut *em, Stage::Rollback)),

@@ -43,6 +43,7 @@ pub struct Builder {
     sinks: Vec<Arc<dyn FactSink>>,
     checks: Vec<Box<dyn Check>>,
     progress: Option<Box<ProgressFn>>,
+    mechanics: crate::swap::Mechanics,
 }
 
 impl Builder {
@@ -97,6 +98,16 @@ impl Builder {
         self
     }
 
+    /// Behaves as on a filesystem that rejects `RENAME_EXCHANGE`/`RENAME_NOREPLACE`
+    /// (`EINVAL`), so every swap takes the `linkat` fallback of SPEC §7. For tests:
+    /// instance-scoped fault injection, as SPEC §2 requires.
+    pub fn without_rename_flags(mut self) -> Builder {
+        self.mechanics = crate::swap::Mechanics {
+            rename_flags: false,
+        };
+        self
+    }
+
     /// Opens the root and finishes the handle.
     pub fn build(self) -> Result<Switchyard> {
         let root = Root::open(&self.root).map_err(|e| {
@@ -119,6 +130,7 @@ impl Builder {
             sinks: self.sinks,
             checks: self.checks,
             progress: self.progress,
+            mechanics: self.mechanics,
         })
     }
 }
@@ -133,6 +145,7 @@ pub struct Switchyard {
     pub(crate) sinks: Vec<Arc<dyn FactSink>>,
     pub(crate) checks: Vec<Box<dyn Check>>,
     pub(crate) progress: Option<Box<ProgressFn>>,
+    pub(crate) mechanics: crate::swap::Mechanics,
 }
 
 /// A managed target, as `status` reports it.
@@ -170,6 +183,7 @@ impl Switchyard {
             sinks: Vec::new(),
             checks,
             progress: None,
+            mechanics: crate::swap::Mechanics::default(),
         }
     }
 

@@ -86,6 +86,7 @@ impl Switchyard {
                 let verify = self.policy.require_sidecar_integrity;
                 match undo_actions(
                     &self.root,
+                    self.mechanics,
                     &j.actions,
                     verify,
                     Some((&mut em, Stage::Recovery)),

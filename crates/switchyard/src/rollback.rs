@@ -54,6 +54,7 @@ pub struct RollbackReport {
 /// Returns whether anything changed, or an error listing every target's state (R5).
 pub(crate) fn undo_actions(
     root: &Root,
+    mech: crate::swap::Mechanics,
     actions: &[ActionRecord],
     verify: bool,
     mut em: Option<(&mut Emitter, Stage)>,
@@ -78,7 +79,7 @@ pub(crate) fn undo_actions(
             .and_then(|dir| {
                 sync.touch(a.target.parent(), &dir)
                     .map_err(|e| Error::io(ErrorId::Generic, "dir handle", e))?;
-                crate::swap::undo(&dir, a, verify)
+                crate::swap::undo(&dir, a, verify, mech)
             });
         let (state, remediation) = match &r {
             Ok(_) => ("restored", "none needed".to_owned()),
@@ -272,6 +273,7 @@ impl Switchyard {
             .and_then(|()| {
                 undo_actions(
                     &self.root,
+                    self.mechanics,
                     &actions,
                     verify,
                     Some((&mut em, Stage::Rollback)),

@@ -11,6 +11,10 @@
 //! absent:  renameat2(S, T, NOREPLACE)        ── APPLY_AFTER_SWAP
 //! ```
 //!
+//! Where the filesystem rejects the flags (`EINVAL`; forced in tests by
+//! [`Mechanics`]), SPEC §7's fallback: `linkat(T, B)` ── APPLY_AFTER_BACKUP, then
+//! `renameat(S, T)` ── APPLY_AFTER_SWAP; NOREPLACE becomes `linkat` + `unlinkat`.
+//!
 //! Invariants: `T` always names either the prior node or the new one (never missing,
 //! never unlink-then-create); the prior node is never deleted, only renamed, so its
 //! inode — bytes, mode, owner, times, xattrs, ACLs, capabilities — survives intact.
@@ -46,13 +50,58 @@ fn restore_err(a: &ActionRecord, what: &str, e: impl Into<io::Error>) -> Error {
     )
 }
 
-/// `renameat2(from, to, NOREPLACE)`, or `linkat` + `unlinkat` where the filesystem
-/// lacks the flag (both leave `to` untouched if it exists).
-fn rename_noreplace(dir: &OwnedFd, from: &str, to: &str) -> io::Result<()> {
-    match renameat_with(dir, from, dir, to, RenameFlags::NOREPLACE) {
-        Err(Errno::INVAL) => {
-            linkat(dir, from, dir, to, AtFlags::empty())?;
-            Ok(unlinkat(dir, from, AtFlags::empty())?)
+/// How renames are done. Filesystems without `RENAME_EXCHANGE`/`RENAME_NOREPLACE`
+/// answer `EINVAL`; the `linkat` fallbacks of SPEC §7 then take over. Tests force the
+/// fallbacks with `rename_flags: false` (instance-scoped, never global).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mechanics {
+    pub(crate) rename_flags: bool,
+}
+
+impl Default for Mechanics {
+    fn default() -> Self {
+        Mechanics { rename_flags: true }
+    }
+}
+
+impl Mechanics {
+    /// `renameat2(a, b, EXCHANGE)`; `EINVAL` where unsupported (or forced off).
+    fn exchange(self, dir: &OwnedFd, a: &str, b: &str) -> Result<(), Errno> {
+        if !self.rename_flags {
+            return Err(Errno::INVAL);
+        }
+        renameat_with(dir, a, dir, b, RenameFlags::EXCHANGE)
+    }
+
+    /// `renameat2(from, to, NOREPLACE)`, or `linkat` + `unlinkat` where the
+    /// filesystem lacks the flag. Either way `to` is never replaced. The fallback is
+    /// idempotent: a crash between its two steps leaves both names on one inode, and
+    /// running it again finishes.
+    fn rename_noreplace(self, dir: &OwnedFd, from: &str, to: &str) -> io::Result<()> {
+        if self.rename_flags {
+            match renameat_with(dir, from, dir, to, RenameFlags::NOREPLACE) {
+                Err(Errno::INVAL) => {}
+                r => return Ok(r?),
+            }
+        }
+        link_same(dir, from, to)?;
+        Ok(unlinkat(dir, from, AtFlags::empty())?)
+    }
+}
+
+/// `linkat(from, to)`, treating an existing `to` that already is `from`'s inode as done.
+fn link_same(dir: &OwnedFd, from: &str, to: &str) -> io::Result<()> {
+    match linkat(dir, from, dir, to, AtFlags::empty()) {
+        Err(Errno::EXIST) => {
+            let (a, b) = (
+                Node::observe(dir, from, false)?,
+                Node::observe(dir, to, false)?,
+            );
+            if a.same_inode(&b) {
+                Ok(())
+            } else {
+                Err(Errno::EXIST.into())
+            }
         }
         r => Ok(r?),
     }
@@ -67,7 +116,7 @@ fn unlink_if_present(dir: &OwnedFd, name: &str) -> io::Result<()> {
 
 /// Moves action `a` forward: afterwards `T` is the new node and the prior node is at
 /// `B`. Call only with the action's journal durable.
-pub(crate) fn apply(dir: &OwnedFd, a: &ActionRecord) -> Result<()> {
+pub(crate) fn apply(dir: &OwnedFd, a: &ActionRecord, m: Mechanics) -> Result<()> {
     if a.noop {
         return Ok(());
     }
@@ -90,10 +139,11 @@ pub(crate) fn apply(dir: &OwnedFd, a: &ActionRecord) -> Result<()> {
         }
     }
     let Some(b) = a.backup.as_deref() else {
-        rename_noreplace(dir, s, t).map_err(|e| swap_err(a, "installing over absent target", e))?;
+        m.rename_noreplace(dir, s, t)
+            .map_err(|e| swap_err(a, "installing over absent target", e))?;
         return hit(fp::APPLY_AFTER_SWAP).map_err(|e| swap_err(a, "swapped", e));
     };
-    match renameat_with(dir, s, dir, t, RenameFlags::EXCHANGE) {
+    match m.exchange(dir, s, t) {
         Ok(()) => {
             hit(fp::APPLY_AFTER_SWAP).map_err(|e| swap_err(a, "swapped", e))?;
             let displaced = Node::observe(dir, s, false)
@@ -101,7 +151,7 @@ pub(crate) fn apply(dir: &OwnedFd, a: &ActionRecord) -> Result<()> {
             if !displaced.same_inode(&a.prior) {
                 // Someone replaced the target after it was journaled: give their node
                 // its name back at once and drop our staged link, then fail.
-                renameat_with(dir, s, dir, t, RenameFlags::EXCHANGE).map_err(|e| {
+                m.exchange(dir, s, t).map_err(|e| {
                     swap_err(a, "exchanging back a concurrently replaced target", e)
                 })?;
                 if a.kind == ActionKind::Link {
@@ -114,15 +164,27 @@ pub(crate) fn apply(dir: &OwnedFd, a: &ActionRecord) -> Result<()> {
                 )
                 .with_remediation("run apply again once the other package operation has finished"));
             }
-            rename_noreplace(dir, s, b).map_err(|e| swap_err(a, "moving original to backup", e))?;
+            m.rename_noreplace(dir, s, b)
+                .map_err(|e| swap_err(a, "moving original to backup", e))?;
         }
         // The filesystem cannot exchange: hard-link the original to the backup name,
         // then rename the stage over the target (still never missing).
         Err(Errno::INVAL) => {
-            linkat(dir, t, dir, b, AtFlags::empty())
-                .map_err(|e| swap_err(a, "linking original to backup", e))?;
+            link_same(dir, t, b).map_err(|e| swap_err(a, "linking original to backup", e))?;
+            let linked =
+                Node::observe(dir, b, false).map_err(|e| swap_err(a, "inspecting backup", e))?;
+            if !linked.same_inode(&a.prior) {
+                // Someone replaced the target after it was journaled.
+                unlink_if_present(dir, b).map_err(|e| swap_err(a, "removing backup link", e))?;
+                unlink_if_present(dir, s).map_err(|e| swap_err(a, "removing staged link", e))?;
+                return Err(Error::new(
+                    ErrorId::AtomicSwap,
+                    format!("{}: the target changed after it was journaled (another process replaced it); nothing was swapped", a.target),
+                ));
+            }
+            hit(fp::APPLY_AFTER_BACKUP).map_err(|e| swap_err(a, "backed up", e))?;
             renameat(dir, s, dir, t).map_err(|e| swap_err(a, "renaming stage over target", e))?;
-            hit(fp::APPLY_AFTER_SWAP).map_err(|e| swap_err(a, "swapped", e))?;
+            return hit(fp::APPLY_AFTER_SWAP).map_err(|e| swap_err(a, "swapped", e));
         }
         Err(e) => return Err(swap_err(a, "exchanging stage and target", e)),
     }
@@ -168,7 +230,7 @@ pub(crate) fn verify_sidecar(dir: &OwnedFd, a: &ActionRecord, name: &str) -> Res
 
 /// Undoes action `a` from whatever state it is in; returns whether anything changed.
 /// With `verify`, the prior node's hash is checked against its sidecar first.
-pub(crate) fn undo(dir: &OwnedFd, a: &ActionRecord, verify: bool) -> Result<bool> {
+pub(crate) fn undo(dir: &OwnedFd, a: &ActionRecord, verify: bool, m: Mechanics) -> Result<bool> {
     if a.noop {
         return Ok(false);
     }
@@ -217,10 +279,10 @@ pub(crate) fn undo(dir: &OwnedFd, a: &ActionRecord, verify: bool) -> Result<bool
                         verify_sidecar(dir, a, from)?;
                     }
                     if tn.kind == NodeKind::Absent {
-                        rename_noreplace(dir, from, t)
+                        m.rename_noreplace(dir, from, t)
                             .map_err(|e| restore_err(a, "moving original back", e))?;
                     } else {
-                        exchange_back(dir, a, from)?;
+                        exchange_back(dir, a, from, m)?;
                     }
                     changed = true;
                     hit(fp::UNDO_AFTER_SWAP).map_err(|e| restore_err(a, "swapped back", e))?;
@@ -228,7 +290,7 @@ pub(crate) fn undo(dir: &OwnedFd, a: &ActionRecord, verify: bool) -> Result<bool
             }
         }
     } else if is_new(a, &tn) {
-        dispose(dir, a, t)?;
+        dispose(dir, a, t, m)?;
         changed = true;
         hit(fp::UNDO_AFTER_SWAP).map_err(|e| restore_err(a, "removed", e))?;
     }
@@ -243,7 +305,7 @@ pub(crate) fn undo(dir: &OwnedFd, a: &ActionRecord, verify: bool) -> Result<bool
             // Hard-link fallback left a second name for the original.
             unlink_if_present(dir, name).map_err(|e| restore_err(a, "removing backup link", e))?;
         } else if is_new(a, &n) && !(a.kind == ActionKind::Restore && name == s) {
-            dispose(dir, a, name)?;
+            dispose(dir, a, name, m)?;
         } else {
             continue;
         }
@@ -257,14 +319,14 @@ pub(crate) fn undo(dir: &OwnedFd, a: &ActionRecord, verify: bool) -> Result<bool
 }
 
 /// Puts the prior node (at `from`) back at the target, which holds the new node.
-fn exchange_back(dir: &OwnedFd, a: &ActionRecord, from: &str) -> Result<()> {
+fn exchange_back(dir: &OwnedFd, a: &ActionRecord, from: &str, m: Mechanics) -> Result<()> {
     let t = a.target.file_name();
-    match renameat_with(dir, from, dir, t, RenameFlags::EXCHANGE) {
+    match m.exchange(dir, from, t) {
         Ok(()) => Ok(()),
         Err(Errno::INVAL) => {
             if a.kind == ActionKind::Restore {
                 // Keep the restored backup under its own name before replacing it.
-                linkat(dir, t, dir, a.stage.as_str(), AtFlags::empty())
+                link_same(dir, t, a.stage.as_str())
                     .map_err(|e| restore_err(a, "keeping restored backup", e))?;
             }
             renameat(dir, from, dir, t).map_err(|e| restore_err(a, "renaming original back", e))
@@ -275,12 +337,13 @@ fn exchange_back(dir: &OwnedFd, a: &ActionRecord, from: &str) -> Result<()> {
 
 /// Gets rid of the new node at `name`: a staged symlink is unlinked; a restored
 /// backup goes back to its own name.
-fn dispose(dir: &OwnedFd, a: &ActionRecord, name: &str) -> Result<()> {
+fn dispose(dir: &OwnedFd, a: &ActionRecord, name: &str, m: Mechanics) -> Result<()> {
     match a.kind {
         ActionKind::Link => {
             unlink_if_present(dir, name).map_err(|e| restore_err(a, "removing new link", e))
         }
-        ActionKind::Restore => rename_noreplace(dir, name, a.stage.as_str())
+        ActionKind::Restore => m
+            .rename_noreplace(dir, name, a.stage.as_str())
             .map_err(|e| restore_err(a, "returning backup", e)),
     }
 }

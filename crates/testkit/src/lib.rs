@@ -224,15 +224,22 @@ impl Fixture {
 }
 
 /// A test engine over `root` allowing `usr/bin`, with a file lock and a memory sink.
-pub fn engine_for(root: &Path, mut policy: Policy) -> (Switchyard, MemorySink) {
+pub fn engine_for(root: &Path, policy: Policy) -> (Switchyard, MemorySink) {
+    engine_with(root, policy, false)
+}
+
+/// [`engine_for`], optionally forcing the rename fallbacks of SPEC §7.
+pub fn engine_with(root: &Path, mut policy: Policy, fallback: bool) -> (Switchyard, MemorySink) {
     policy.allow_roots = vec![sp("usr/bin")];
     let sink = MemorySink::default();
-    let sy = Switchyard::builder(policy)
+    let mut b = Switchyard::builder(policy)
         .root(root)
         .with_lock_manager(FileLock::new())
-        .with_facts_sink(sink.clone())
-        .build()
-        .unwrap_or_else(|e| panic!("build: {e}"));
+        .with_facts_sink(sink.clone());
+    if fallback {
+        b = b.without_rename_flags();
+    }
+    let sy = b.build().unwrap_or_else(|e| panic!("build: {e}"));
     (sy, sink)
 }
 
@@ -268,6 +275,9 @@ pub struct Scenario {
     pub run: Option<String>,
     /// For `apply`: (target, source) pairs.
     pub links: Vec<(String, String)>,
+    /// Force the `linkat` fallbacks (no `RENAME_EXCHANGE`/`RENAME_NOREPLACE`).
+    #[serde(default)]
+    pub fallback: bool,
 }
 
 /// How the crash child ended.

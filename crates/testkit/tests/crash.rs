@@ -8,7 +8,7 @@
 use switchyard::failpoints::{self as fp, ALL};
 use switchyard::{ApplyMode, Policy};
 use switchyard_testkit::{
-    assert_applied, engine_for, run_child, standard_input, standard_links, ChildEnd, Fixture,
+    assert_applied, engine_with, run_child, standard_input, standard_links, ChildEnd, Fixture,
     Scenario,
 };
 
@@ -114,7 +114,14 @@ const CASES: &[(&str, Setup, &str, Expect)] = &[
     ),
 ];
 
-fn scenario(f: &Fixture, op: &str, failpoint: &str, nth: u32, run: Option<String>) -> Scenario {
+fn scenario(
+    f: &Fixture,
+    op: &str,
+    failpoint: &str,
+    nth: u32,
+    run: Option<String>,
+    fallback: bool,
+) -> Scenario {
     Scenario {
         root: f.path().to_path_buf(),
         op: op.into(),
@@ -123,6 +130,7 @@ fn scenario(f: &Fixture, op: &str, failpoint: &str, nth: u32, run: Option<String
         nth,
         run,
         links: standard_links(),
+        fallback,
     }
 }
 
@@ -131,11 +139,15 @@ fn crash_all(failpoint: &str) -> u32 {
     let mut kills = 0;
     let cases: Vec<_> = CASES.iter().filter(|c| c.0 == failpoint).collect();
     assert!(!cases.is_empty(), "no crash case for {failpoint}");
-    for &&(point, setup, op, expect) in &cases {
+    // Every case runs with renameat2 flags and with the linkat fallbacks of SPEC §7.
+    for (fallback, &&(point, setup, op, expect)) in [false, true]
+        .into_iter()
+        .flat_map(|fb| cases.iter().map(move |c| (fb, c)))
+    {
         for nth in 1.. {
             let f = Fixture::new();
             let before = f.tree();
-            let (sy, _) = engine_for(f.path(), Policy::dev());
+            let (sy, _) = engine_with(f.path(), Policy::dev(), fallback);
             let run = match setup {
                 Setup::Fresh => None,
                 Setup::Applied => {
@@ -148,15 +160,16 @@ fn crash_all(failpoint: &str) -> u32 {
                     )
                 }
                 Setup::CrashedApply(at) => {
-                    let end = run_child(EXE.as_ref(), &scenario(&f, "apply", at, 1, None));
+                    let end =
+                        run_child(EXE.as_ref(), &scenario(&f, "apply", at, 1, None, fallback));
                     assert_eq!(end, ChildEnd::Killed, "setup crash at {at}");
                     None
                 }
             };
-            let end = run_child(EXE.as_ref(), &scenario(&f, op, point, nth, run));
+            let end = run_child(EXE.as_ref(), &scenario(&f, op, point, nth, run, fallback));
             if let ChildEnd::Finished(r) = end {
                 assert!(
-                    nth > 1,
+                    nth > 1 || fallback, // fallbacks may lack a window (a plain rename over our link leaves nothing to dispose)
                     "{point} ({setup:?}/{op}) was never reached; child ended with {r:?}"
                 );
                 assert!(
@@ -166,7 +179,7 @@ fn crash_all(failpoint: &str) -> u32 {
                 break;
             }
             kills += 1;
-            let ctx = format!("killed at {point} hit {nth} ({setup:?}, {op})");
+            let ctx = format!("killed at {point} hit {nth} ({setup:?}, {op}, fallback={fallback})");
             assert!(
                 sy.status().unwrap().pending_journal,
                 "{ctx}: a killed run must leave its journal"

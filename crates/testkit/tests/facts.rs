@@ -86,6 +86,7 @@ fn golden_recovery_stream_t4() {
         nth: 1,
         run: None,
         links: standard_links(),
+        fallback: false,
     };
     assert_eq!(
         run_child(env!("CARGO_BIN_EXE_crashchild").as_ref(), &sc),

@@ -9,7 +9,7 @@
 use switchyard::failpoints::{self as fp, ALL};
 use switchyard::{ApplyMode, Policy, RunSelector};
 use switchyard_testkit::{
-    assert_applied, engine_for, run_child, standard_input, standard_links, ChildEnd, Fixture,
+    assert_applied, engine_with, run_child, standard_input, standard_links, ChildEnd, Fixture,
     Scenario,
 };
 
@@ -34,6 +34,7 @@ const CASES: &[(&str, &str, &str)] = &[
 ];
 
 fn sc(
+    fallback: bool,
     f: &Fixture,
     op: &str,
     failpoint: &str,
@@ -49,16 +50,21 @@ fn sc(
         nth,
         run,
         links: standard_links(),
+        fallback,
     }
 }
 
 fn inject_all(point: &str) -> u32 {
     let mut injected = 0;
-    for &(_, op, want) in CASES.iter().filter(|c| c.0 == point) {
+    let cases = CASES.iter().filter(|c| c.0 == point);
+    for (fallback, &(_, op, want)) in [false, true]
+        .into_iter()
+        .flat_map(|fb| cases.clone().map(move |c| (fb, c)))
+    {
         for nth in 1.. {
             let f = Fixture::new();
             let before = f.tree();
-            let (sy, _) = engine_for(f.path(), Policy::dev());
+            let (sy, _) = engine_with(f.path(), Policy::dev(), fallback);
             let mut run = None;
             match op {
                 "rollback" => {
@@ -68,7 +74,15 @@ fn inject_all(point: &str) -> u32 {
                 "recover" => {
                     let end = run_child(
                         EXE.as_ref(),
-                        &sc(&f, "apply", fp::APPLY_BEFORE_SYNC, "kill", 1, None),
+                        &sc(
+                            fallback,
+                            &f,
+                            "apply",
+                            fp::APPLY_BEFORE_SYNC,
+                            "kill",
+                            1,
+                            None,
+                        ),
                     );
                     assert_eq!(end, ChildEnd::Killed);
                 }
@@ -76,12 +90,23 @@ fn inject_all(point: &str) -> u32 {
             }
             let end = run_child(
                 EXE.as_ref(),
-                &sc(&f, op, point, "error", nth, run.map(|r| r.to_string())),
+                &sc(
+                    fallback,
+                    &f,
+                    op,
+                    point,
+                    "error",
+                    nth,
+                    run.map(|r| r.to_string()),
+                ),
             );
-            let ctx = format!("EIO at {point} hit {nth} ({op})");
+            let ctx = format!("EIO at {point} hit {nth} ({op}, fallback={fallback})");
             let err = match end {
                 ChildEnd::Finished(Ok(_)) => {
-                    assert!(nth > 1, "{ctx}: failpoint never reached");
+                    assert!(
+                        nth > 1 || fallback,
+                        "{ctx}: failpoint never reached (fallbacks may lack a window)"
+                    );
                     break;
                 }
                 ChildEnd::Finished(Err(id)) => id,

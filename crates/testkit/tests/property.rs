@@ -7,7 +7,7 @@
 
 use proptest::prelude::*;
 use switchyard::{ApplyMode, PlanInput, Policy, RunSelector};
-use switchyard_testkit::{engine_for, sp, Fixture, Tree};
+use switchyard_testkit::{engine_with, sp, Fixture, Tree};
 
 #[derive(Debug, Clone)]
 enum Init {
@@ -78,10 +78,11 @@ proptest! {
     fn apply_rollback_is_identity_and_apply_is_idempotent(
         inits in proptest::collection::vec(init(), 1..6),
         chosen in proptest::collection::vec(any::<bool>(), 6),
+        fallback in any::<bool>(),
     ) {
         let f = build(&inits);
         let before = f.tree();
-        let (sy, _) = engine_for(f.path(), Policy::dev());
+        let (sy, _) = engine_with(f.path(), Policy::dev(), fallback);
         let mut input = PlanInput::default();
         for i in (0..inits.len()).filter(|i| chosen[*i]) {
             input = input.link(sp(&format!("usr/bin/t{i}")), sp(&format!("usr/lib/alt/t{i}")));

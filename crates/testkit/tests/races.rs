@@ -41,6 +41,7 @@ fn recovered_rollback_marks_its_apply_undone_r3() {
             nth: 1,
             run: Some(a.run_id.to_string()),
             links: standard_links(),
+            fallback: false,
         },
     );
     assert_eq!(end, ChildEnd::Killed);

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use switchyard::{ApplyMode, PlanInput, Policy, RunSelector};
-use switchyard_testkit::{engine_for, sp, ChildEnd, Scenario, HIT_MARKER};
+use switchyard_testkit::{engine_with, sp, ChildEnd, Scenario, HIT_MARKER};
 
 fn main() {
     let arg = std::env::args().nth(1).unwrap_or_default();
@@ -29,7 +29,7 @@ fn main() {
         m => panic!("unknown mode {m}"),
     }
     .unwrap_or_else(|e| panic!("arming failpoint: {e}"));
-    let (sy, _) = engine_for(&sc.root, Policy::dev());
+    let (sy, _) = engine_with(&sc.root, Policy::dev(), sc.fallback);
     let result = match sc.op.as_str() {
         "apply" => {
             let input = sc
