@@ -414,9 +414,14 @@ impl Switchyard {
                 },
             );
             f.check = Some(o.check.clone());
-            if let Some(c) = &o.cause {
-                f.notes = Some(vec![c.clone()]);
-                failed.push(format!("{}: {c}", o.check));
+            if !o.ok {
+                // H4: a check that failed, or could not run, records its cause.
+                let cause = o
+                    .cause
+                    .clone()
+                    .unwrap_or_else(|| "failed without a stated cause".to_owned());
+                f = f.failed(&Error::new(ErrorId::Smoke, format!("{}: {cause}", o.check)));
+                failed.push(format!("{}: {cause}", o.check));
             }
             facts.push(f);
         }

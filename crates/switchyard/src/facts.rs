@@ -392,9 +392,101 @@ pub fn redact(fact: &Value) -> Value {
     v
 }
 
-/// The JSON Schema of [`Fact`], as committed in `schema/facts.schema.json`.
+/// Fields each stage must carry, beyond the envelope. Per-action events (those with
+/// an `action_id`) and summaries (without) of one stage are told apart by `action_id`.
+const REQUIRED: &[(&str, Option<bool>, &[&str])] = &[
+    ("plan", None, &["action_id", "path", "kind"]),
+    (
+        "preflight",
+        None,
+        &[
+            "action_id",
+            "path",
+            "kind",
+            "current_kind",
+            "planned_kind",
+            "verdict",
+            "notes",
+        ],
+    ),
+    (
+        "preflight.summary",
+        None,
+        &["action_count", "stops", "warnings"],
+    ),
+    (
+        "apply.attempt",
+        None,
+        &["lock_backend", "lock_wait_ms", "lock_attempts"],
+    ),
+    (
+        "apply.result",
+        Some(true),
+        &[
+            "path",
+            "kind",
+            "before_kind",
+            "after_kind",
+            "hash_alg",
+            "backup_durable",
+            "degraded",
+            "noop",
+        ],
+    ),
+    ("apply.result", Some(false), &["action_count", "changed"]),
+    ("smoke", None, &["check"]),
+    (
+        "rollback",
+        None,
+        &["action_id", "path", "kind", "after_kind", "hash_alg"],
+    ),
+    (
+        "rollback.summary",
+        None,
+        &[
+            "target_run_id",
+            "action_count",
+            "changed",
+            "idempotent_noop",
+        ],
+    ),
+    (
+        "recovery",
+        None,
+        &["action_id", "path", "kind", "after_kind"],
+    ),
+    ("recovery.summary", None, &["target_run_id"]),
+];
+
+/// The JSON Schema of [`Fact`], as committed in `schema/facts.schema.json`: the
+/// generated type schema plus, per stage, the fields it must carry, and for every
+/// failed summary the O8 error fields.
 pub fn json_schema() -> Value {
-    serde_json::to_value(schemars::schema_for!(Fact)).unwrap_or(Value::Null)
+    let mut schema = serde_json::to_value(schemars::schema_for!(Fact)).unwrap_or(Value::Null);
+    let mut rules: Vec<Value> = REQUIRED
+        .iter()
+        .map(|(event, per_action, fields)| {
+            let mut cond = serde_json::json!({"properties": {"event": {"const": event}}, "required": ["event"]});
+            match per_action {
+                Some(true) => cond["required"] = serde_json::json!(["event", "action_id"]),
+                Some(false) => cond["not"] = serde_json::json!({"required": ["action_id"]}),
+                None => {}
+            }
+            serde_json::json!({"if": cond, "then": {"required": fields}})
+        })
+        .collect();
+    rules.push(serde_json::json!({
+        "if": {
+            "properties": {"decision": {"const": "failure"}},
+            "required": ["decision"],
+            "not": {"required": ["action_id"]}
+        },
+        "then": {"required": ["error_id", "exit_code", "summary_error_ids", "error"]}
+    }));
+    if let Value::Object(m) = &mut schema {
+        m.insert("allOf".into(), Value::Array(rules));
+    }
+    schema
 }
 
 #[cfg(test)]

@@ -172,3 +172,43 @@ fn dry_run_stream_equals_commit_stream_after_redaction_o2() {
     assert_facts_valid(&dry);
     assert_facts_valid(&commit);
 }
+
+#[test]
+fn schema_rejects_incomplete_facts_o3_o8() {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path()).unwrap()).unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    let f = Fixture::new();
+    let (sy, sink) = engine_for(f.path(), Policy::dev());
+    sy.apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    let facts: Vec<serde_json::Value> = sink
+        .facts()
+        .iter()
+        .map(|f| serde_json::to_value(f).unwrap())
+        .collect();
+    let per_action = facts
+        .iter()
+        .find(|f| f["event"] == "apply.result" && f.get("action_id").is_some())
+        .unwrap();
+    let summary = facts
+        .iter()
+        .find(|f| f["event"] == "apply.result" && f.get("action_id").is_none())
+        .unwrap();
+    assert!(v.is_valid(per_action) && v.is_valid(summary));
+    let mut missing = per_action.clone();
+    missing.as_object_mut().unwrap().remove("before_kind");
+    assert!(
+        !v.is_valid(&missing),
+        "a per-action result without before_kind must not validate"
+    );
+    let mut unknown = per_action.clone();
+    unknown["surprise"] = serde_json::json!(1);
+    assert!(!v.is_valid(&unknown), "unknown fields must not validate");
+    let mut failed = summary.clone();
+    failed["decision"] = serde_json::json!("failure");
+    assert!(
+        !v.is_valid(&failed),
+        "a failed summary without error_id/exit_code must not validate (O8)"
+    );
+}
