@@ -127,6 +127,20 @@ fn with_error(mut doc: Value, e: &Error) -> Value {
     doc
 }
 
+/// A failed run: prints its JSON document (`doc` plus `run_id`, `facts` and the error
+/// fields) and returns the failure, marked as printed.
+fn run_failure(ctx: &Ctx, sy: &Switchyard, e: Error, mut doc: Value) -> Failure {
+    if let Some(o) = doc.as_object_mut() {
+        o.insert("run_id".into(), json!(e.run_id.map(|r| r.to_string())));
+        o.insert("facts".into(), path_json(&ctx.facts_of(sy, e.run_id)));
+    }
+    ctx.out.json(&with_error(doc, &e));
+    Failure {
+        error: e,
+        json_printed: true,
+    }
+}
+
 /// Prefixes a library error about the manifest's plan with the manifest's name.
 fn in_manifest(m: &Manifest, mut e: Error) -> Error {
     if e.id == ErrorId::Usage {
@@ -305,22 +319,13 @@ pub fn apply(ctx: &Ctx, manifest: &Path, commit: bool) -> CmdResult {
         ApplyMode::DryRun
     };
     let fail = |e: Error| {
-        let facts = ctx.facts_of(&sy, e.run_id);
-        out.json(&with_error(
-            json!({
-                "run_id": e.run_id.map(|r| r.to_string()),
-                "plan_id": plan.plan_id.to_string(),
-                "dry_run": !commit,
-                "changed": false,
-                "facts": path_json(&facts),
-                "actions": [],
-            }),
-            &e,
-        ));
-        Failure {
-            error: e,
-            json_printed: true,
-        }
+        let doc = json!({
+            "plan_id": plan.plan_id.to_string(),
+            "dry_run": !commit,
+            "changed": false,
+            "actions": [],
+        });
+        run_failure(ctx, &sy, e, doc)
     };
     // A first commit preflights before creating the state directory, so a stopped
     // plan leaves no trace (the library guarantees it).
@@ -420,24 +425,15 @@ pub fn rollback(ctx: &Ctx, run: Option<Uuid>, commit: bool) -> CmdResult {
         ApplyMode::DryRun
     };
     let rep = sy.rollback(which, mode).map_err(|e| {
-        let facts = ctx.facts_of(&sy, e.run_id);
-        out.json(&with_error(
-            json!({
-                "run_id": e.run_id.map(|r| r.to_string()),
-                "plan_id": run.as_ref().and_then(|r| plan_id_of(ctx, r)).map(|p| p.to_string()),
-                "target_run_id": run.map(|r| r.to_string()),
-                "dry_run": !commit,
-                "changed": false,
-                "idempotent_noop": false,
-                "facts": path_json(&facts),
-                "actions": e.targets.iter().map(|t| json!({"target": t.path, "result": t.state})).collect::<Vec<_>>(),
-            }),
-            &e,
-        ));
-        Failure {
-            error: e,
-            json_printed: true,
-        }
+        let doc = json!({
+            "plan_id": run.as_ref().and_then(|r| plan_id_of(ctx, r)).map(|p| p.to_string()),
+            "target_run_id": run.map(|r| r.to_string()),
+            "dry_run": !commit,
+            "changed": false,
+            "idempotent_noop": false,
+            "actions": e.targets.iter().map(|t| json!({"target": t.path, "result": t.state})).collect::<Vec<_>>(),
+        });
+        run_failure(ctx, &sy, e, doc)
     })?;
     let result = if rep.dry_run {
         "would_restore"
@@ -524,23 +520,14 @@ pub fn recover(ctx: &Ctx, commit: bool) -> CmdResult {
         ApplyMode::DryRun
     };
     let rep = sy.recover(mode).map_err(|e| {
-        let facts = ctx.facts_of(&sy, e.run_id);
-        out.json(&with_error(
-            json!({
-                "run_id": e.run_id.map(|r| r.to_string()),
-                "run_ids": e.run_id.map(|r| vec![r.to_string()]).unwrap_or_default(),
-                "plan_id": null,
-                "dry_run": !commit,
-                "changed": false,
-                "facts": path_json(&facts),
-                "actions": [],
-            }),
-            &e,
-        ));
-        Failure {
-            error: e,
-            json_printed: true,
-        }
+        let doc = json!({
+            "run_ids": e.run_id.map(|r| vec![r.to_string()]).unwrap_or_default(),
+            "plan_id": null,
+            "dry_run": !commit,
+            "changed": false,
+            "actions": [],
+        });
+        run_failure(ctx, &sy, e, doc)
     })?;
     let first = rep.run_ids.first().copied();
     let facts = ctx.facts_of(&sy, first);
