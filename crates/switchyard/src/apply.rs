@@ -324,7 +324,7 @@ impl Switchyard {
             em.emit(result_fact(o, *duration));
         }
         let outcomes: Vec<ActionOutcome> = outcomes.into_iter().map(|(o, _)| o).collect();
-        let smoke_failure = self.smoke_check(&record, em.run_id);
+        let smoke_failure = self.smoke_check(&record);
         let smoke_facts = smoke_failure.1;
         if let Some(e) = smoke_failure.0 {
             if !self.policy.disable_auto_rollback {
@@ -393,7 +393,7 @@ impl Switchyard {
     }
 
     /// Runs the smoke runner; returns the failure (if any) and the `smoke` facts.
-    fn smoke_check(&self, record: &RunRecord, _run: Uuid) -> (Option<Error>, Vec<Fact>) {
+    fn smoke_check(&self, record: &RunRecord) -> (Option<Error>, Vec<Fact>) {
         let Some(runner) = &self.smoke else {
             return (None, Vec::new());
         };

@@ -148,12 +148,12 @@ impl Switchyard {
                 "no runs recorded: the state directory does not exist",
             )
         })?;
-        let guard = if commit {
+        // Held until the rollback returns (L1).
+        let _guard = if commit {
             Some(self.lock(&state)?)
         } else {
             None
         };
-        let _ = guard;
         if commit {
             self.recover_locked(&state)?;
         }

@@ -160,7 +160,9 @@ macro_rules! inject_tests {
         $(
             #[test]
             fn $name() {
-                assert!(inject_all($fp) > 0);
+                let n = inject_all($fp);
+                assert!(n > 0);
+                eprintln!("{}: {n} injected-error cases", $fp);
             }
         )*
 

@@ -86,12 +86,15 @@ pub fn run_check(root: &Root, c: &CommandCheck) -> SmokeOutcome {
         Err(e) => return fail(format!("could not execute {argv0}: {e}")),
     };
     let mut stdout = child.stdout.take();
-    let reader = std::thread::spawn(move || {
+    // Keeps the first MiB and drains the rest, so a chatty check never blocks on a
+    // full pipe (which would be misreported as a timeout).
+    let reader = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
         let mut buf = Vec::new();
         if let Some(out) = stdout.as_mut() {
-            let _ = out.take(1 << 20).read_to_end(&mut buf);
+            out.take(1 << 20).read_to_end(&mut buf)?;
+            std::io::copy(out, &mut std::io::sink())?;
         }
-        buf
+        Ok(buf)
     });
     let start = Instant::now();
     let status = loop {
@@ -106,7 +109,11 @@ pub fn run_check(root: &Root, c: &CommandCheck) -> SmokeOutcome {
             Err(e) => return fail(format!("waiting for {argv0}: {e}")),
         }
     };
-    let out = reader.join().unwrap_or_default();
+    let out = match reader.join() {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return fail(format!("reading stdout of {argv0}: {e}")),
+        Err(_) => return fail(format!("reading stdout of {argv0}: reader thread panicked")),
+    };
     use std::os::unix::process::ExitStatusExt;
     if let Some(sig) = status.signal() {
         return fail(format!("killed by signal {sig}"));
