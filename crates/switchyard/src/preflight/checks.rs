@@ -1,0 +1,156 @@
+//! The built-in preflight gates. Each reads an [`Inspection`] (and the plan-wide
+//! [`CheckContext`]) and records stops, warnings and notes; none touches the disk.
+
+use super::{Check, CheckContext, Findings, Inspection};
+use crate::error::ErrorId;
+use crate::node::NodeKind;
+use crate::plan::ActionKind;
+
+/// The built-in checks, in order.
+pub fn builtin_checks() -> Vec<Box<dyn Check>> {
+    vec![
+        Box::new(Reachable),
+        Box::new(TargetKind),
+        Box::new(AllowedRoots),
+        Box::new(Movable),
+        Box::new(SourceUsable),
+        Box::new(RestoreSource),
+    ]
+}
+
+/// S1: the target's directory is a real directory inside the root.
+struct Reachable;
+impl Check for Reachable {
+    fn name(&self) -> &'static str {
+        "reachable"
+    }
+    fn check(&self, _: &CheckContext<'_>, i: &Inspection, out: &mut Findings) {
+        if let Some(e) = &i.dir_error {
+            out.stop(e.clone());
+        }
+    }
+}
+
+/// Targets must be a regular file, a symlink, or absent.
+struct TargetKind;
+impl Check for TargetKind {
+    fn name(&self) -> &'static str {
+        "target-kind"
+    }
+    fn check(&self, _: &CheckContext<'_>, i: &Inspection, out: &mut Findings) {
+        if matches!(i.current.kind, NodeKind::Dir | NodeKind::Other) {
+            out.stop(format!(
+                "target is a {}; only files and symlinks can be swapped",
+                i.current.kind.as_str()
+            ));
+        }
+    }
+}
+
+/// S7: default-deny allow_roots; forbid_paths wins.
+struct AllowedRoots;
+impl Check for AllowedRoots {
+    fn name(&self) -> &'static str {
+        "allowed-roots"
+    }
+    fn check(&self, cx: &CheckContext<'_>, i: &Inspection, out: &mut Findings) {
+        if let Some(why) = cx.policy.deny_reason(&i.action.target) {
+            out.stop(why);
+        }
+    }
+}
+
+/// S2: the target's mount is writable and exec-capable, and neither it nor its
+/// directory is immutable or append-only.
+struct Movable;
+impl Check for Movable {
+    fn name(&self) -> &'static str {
+        "movable"
+    }
+    fn check(&self, _: &CheckContext<'_>, i: &Inspection, out: &mut Findings) {
+        for why in &i.immovable {
+            out.stop(why.clone());
+        }
+    }
+}
+
+/// A2, S3: a link's source exists inside the root, is a regular file, executable if
+/// the target is, and (strict policy) root-owned and not group/world-writable.
+struct SourceUsable;
+impl Check for SourceUsable {
+    fn name(&self) -> &'static str {
+        "source"
+    }
+    fn check(&self, cx: &CheckContext<'_>, i: &Inspection, out: &mut Findings) {
+        let (Some(src), Some(res)) = (&i.action.source, &i.source) else {
+            return;
+        };
+        let n = match res {
+            Ok(n) => n,
+            Err(e) => return out.stop(format!("source {src} is not usable: {e}")),
+        };
+        if n.kind != NodeKind::File {
+            return out.stop(format!(
+                "source {src} resolves to a {}, not a regular file",
+                n.kind.as_str()
+            ));
+        }
+        // Executable as the target resolves now, through symlinks too (A2).
+        let target_exec = i
+            .resolved
+            .as_ref()
+            .is_some_and(|r| r.kind == NodeKind::File && r.mode & 0o111 != 0);
+        if cx.targets.iter().any(|t| t.same_inode(n)) {
+            out.stop(format!("source {src} resolves to a target of this plan; the link would loop or point at a replaced file"));
+        }
+        if target_exec && n.mode & 0o111 == 0 {
+            out.stop(format!(
+                "target is executable but source {src} is not (mode {:o})",
+                n.mode
+            ));
+        }
+        if cx.policy.strict_source_ownership {
+            if n.uid != 0 {
+                out.stop_as(
+                    ErrorId::Ownership,
+                    format!("source {src} is owned by uid {}, not root", n.uid),
+                );
+            }
+            if n.mode & 0o022 != 0 {
+                out.stop_as(
+                    ErrorId::Ownership,
+                    format!("source {src} is group/world-writable (mode {:o})", n.mode),
+                );
+            }
+        }
+    }
+}
+
+/// A restore needs a backup to put back.
+struct RestoreSource;
+impl Check for RestoreSource {
+    fn name(&self) -> &'static str {
+        "restore-source"
+    }
+    fn check(&self, cx: &CheckContext<'_>, i: &Inspection, out: &mut Findings) {
+        if i.action.kind != ActionKind::Restore || i.noop {
+            return;
+        }
+        match &i.restore_from {
+            None => out.stop_as(
+                ErrorId::BackupMissing,
+                "no backup of this target to restore",
+            ),
+            Some((name, node, sidecar)) => {
+                if cx.policy.require_sidecar_integrity && node.sha256 != sidecar.sha256 {
+                    out.stop_as(
+                        ErrorId::RestoreFailed,
+                        format!("backup {name} does not match its sidecar hash"),
+                    );
+                } else {
+                    out.note(format!("restores backup {name}"));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Inspection: what preflight observes about each action, once per run, through the
+//! root's directory handles. Never blocks (resolution opens `O_PATH` first) and never
+//! mutates.
+
+use super::Inspection;
+use crate::journal::RunRecord;
+use crate::node::{sha256_file, Node, NodeKind};
+use crate::path::{Root, SafePath};
+use crate::plan::{Action, ActionKind, Plan};
+use rustix::fs::OFlags;
+use std::os::fd::OwnedFd;
+
+/// What stops `name` in `dir` from being swapped: mount flags and inode attributes.
+fn immovable(dir: &OwnedFd, name: &str, current: &Node) -> Vec<String> {
+    use rustix::fs::{IFlags, StatVfsMountFlags as M};
+    let mut why = Vec::new();
+    match rustix::fs::fstatvfs(dir) {
+        Ok(v) if v.f_flag.contains(M::RDONLY) => {
+            why.push("target is on a read-only filesystem".to_owned())
+        }
+        Ok(v) if v.f_flag.contains(M::NOEXEC) => {
+            why.push("target is on a noexec filesystem".to_owned())
+        }
+        Ok(_) => {}
+        Err(e) => why.push(format!("cannot read the target's mount flags: {e}")),
+    }
+    let flags = |fd: &OwnedFd| rustix::fs::ioctl_getflags(fd).unwrap_or(IFlags::empty());
+    let fixed = IFlags::IMMUTABLE | IFlags::APPEND;
+    if flags(dir).intersects(fixed) {
+        why.push("the target's directory is immutable or append-only".to_owned());
+    }
+    if current.kind == NodeKind::File {
+        if let Ok(fd) = crate::node::open_noatime(dir, name) {
+            if flags(&fd).intersects(fixed) {
+                why.push("target is immutable or append-only (chattr)".to_owned());
+            }
+        }
+    }
+    why
+}
+
+/// What `p` resolves to inside the root: kind, mode, owner and identity, plus the
+/// SHA-256 of a regular file. Opens with `O_PATH` first, so FIFOs and devices are
+/// never opened for reading (no blocking, no side effects).
+pub fn resolve(root: &Root, p: &SafePath) -> std::io::Result<Node> {
+    let st = rustix::fs::fstat(root.open_resolved(p, OFlags::PATH)?)?;
+    let mut n = Node {
+        kind: crate::node::kind_of(&st),
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        dev: st.st_dev,
+        ino: st.st_ino,
+        ..Node::absent()
+    };
+    if n.kind == NodeKind::File {
+        let fd = root.open_resolved(p, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY)?;
+        let again = rustix::fs::fstat(&fd)?;
+        if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
+            return Err(std::io::Error::other("changed while being inspected"));
+        }
+        n.sha256 = Some(sha256_file(&fd)?);
+    }
+    Ok(n)
+}
+
+fn resolved_hash(root: &Root, p: &SafePath) -> Option<String> {
+    resolve(root, p).ok().and_then(|n| n.sha256)
+}
+
+/// The newest live backup of `target` made by a link action, with its sidecar.
+fn find_backup(
+    dir: &OwnedFd,
+    target: &SafePath,
+    records: &[RunRecord],
+) -> Result<Option<(String, Node, Node)>, String> {
+    let candidates = records
+        .iter()
+        .rev()
+        .filter(|r| r.is_live_apply())
+        .flat_map(|r| r.actions.iter())
+        .filter(|a| &a.target == target && a.kind == ActionKind::Link && !a.noop);
+    for a in candidates {
+        let Some(b) = a.backup.as_deref() else {
+            continue;
+        };
+        // An unreadable newest backup is a stop, never a silent fall-back to an older one.
+        let n = Node::observe(dir, b, true)
+            .map_err(|e| format!("backup {b} cannot be inspected: {e}"))?;
+        if n.same_inode(&a.prior) {
+            return Ok(Some((b.to_owned(), n, a.prior.clone())));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether a settled restore already put a backup at `target` (D3 for restores).
+fn already_restored(current: &Node, target: &SafePath, records: &[RunRecord]) -> bool {
+    records
+        .iter()
+        .filter(|r| r.is_live_apply())
+        .flat_map(|r| r.actions.iter())
+        .any(|a| {
+            &a.target == target
+                && a.kind == ActionKind::Restore
+                && a.new_node.as_ref().is_some_and(|n| n.same_inode(current))
+        })
+}
+
+/// Observes every action of `plan` (see [`Inspection`]).
+pub fn inspect(root: &Root, plan: &Plan, records: &[RunRecord]) -> Vec<Inspection> {
+    plan.actions
+        .iter()
+        .map(|a| inspect_one(root, a, records))
+        .collect()
+}
+
+fn inspect_one(root: &Root, action: &Action, records: &[RunRecord]) -> Inspection {
+    let mut i = Inspection {
+        action: action.clone(),
+        dir: None,
+        dir_error: None,
+        current: Node::absent(),
+        source: None,
+        new_link: None,
+        restore_from: None,
+        noop: false,
+        before_hash: None,
+        after_hash: None,
+        immovable: Vec::new(),
+        resolved: None,
+    };
+    let t = &action.target;
+    match root.open_parent(t) {
+        Ok(d) => i.dir = Some(d),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            i.dir_error = Some(format!(
+                "parent directory {} is or contains a symlink; refusing to follow it",
+                t.parent()
+            ));
+        }
+        Err(e) => {
+            i.dir_error = Some(format!(
+                "parent directory /{} cannot be opened: {e}",
+                t.parent()
+            ))
+        }
+    }
+    if let Some(dir) = &i.dir {
+        match Node::observe(dir, t.file_name(), true) {
+            Ok(n) => i.current = n,
+            Err(e) => i.dir_error = Some(format!("target cannot be inspected: {e}")),
+        }
+    }
+    if let Some(dir) = &i.dir {
+        i.immovable = immovable(dir, t.file_name(), &i.current);
+    }
+    i.resolved = match i.current.kind {
+        NodeKind::Symlink => resolve(root, t).ok(),
+        NodeKind::File => Some(i.current.clone()),
+        _ => None,
+    };
+    i.before_hash = i.resolved.as_ref().and_then(|n| n.sha256.clone());
+    match action.kind {
+        ActionKind::Link => {
+            let src = action.source.as_ref().unwrap_or(t);
+            let link = t.relative_link_to(src);
+            i.noop = i.current.kind == NodeKind::Symlink
+                && i.current.link_dest.as_deref() == Some(link.as_str());
+            let source = resolve(root, src);
+            i.after_hash = source.as_ref().ok().and_then(|n| n.sha256.clone());
+            i.source = Some(source);
+            i.new_link = Some(link);
+        }
+        ActionKind::Restore => {
+            if let Some(dir) = &i.dir {
+                match find_backup(dir, t, records) {
+                    Ok(found) => i.restore_from = found,
+                    Err(why) => i.dir_error = Some(why),
+                }
+                if let Some((name, node, _)) = &i.restore_from {
+                    i.after_hash = match node.kind {
+                        NodeKind::File => node.sha256.clone(),
+                        _ => SafePath::new(&format!("{}/{name}", t.parent()))
+                            .ok()
+                            .and_then(|p| resolved_hash(root, &p)),
+                    };
+                } else {
+                    i.noop = already_restored(&i.current, t, records);
+                    i.after_hash = i.before_hash.clone();
+                }
+            }
+        }
+    }
+    i
+}

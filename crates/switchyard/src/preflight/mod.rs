@@ -1,0 +1,228 @@
+//! Preflight (S1, S3, S7, D4): inspect every action's target and source, then run a
+//! list of checks that each may stop or warn.
+//!
+//! Contract: preflight never mutates. It yields one [`PreflightRow`] per action,
+//! sorted by (path, action_id). A plan may commit only if no row is `stop`. New gates
+//! (mount flags, rescue, ownership oracle, preservation) are more [`Check`]s added to
+//! the list, not edits to the inspection. The [`Inspection`]s are reused by apply, so
+//! each target and source is observed and hashed once per run.
+//!
+//! `inspect.rs` observes (target, what it resolves to, source, backup, mount flags);
+//! `checks.rs` holds the built-in gates.
+
+mod checks;
+mod inspect;
+
+pub use checks::builtin_checks;
+pub use inspect::{inspect, resolve};
+
+use crate::error::ErrorId;
+use crate::journal::ActionRecord;
+use crate::node::{Node, NodeKind};
+use crate::path::{Root, SafePath};
+use crate::plan::{Action, ActionKind};
+use crate::policy::Policy;
+use std::os::fd::OwnedFd;
+
+/// `ok`, `warn` or `stop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    Ok,
+    Warn,
+    Stop,
+}
+
+impl Verdict {
+    /// Lower-case name, as in facts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Warn => "warn",
+            Verdict::Stop => "stop",
+        }
+    }
+}
+
+/// The outcome of preflight for one action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreflightRow {
+    pub path: SafePath,
+    pub action_id: uuid::Uuid,
+    pub kind: ActionKind,
+    pub current_kind: NodeKind,
+    pub planned_kind: NodeKind,
+    pub verdict: Verdict,
+    /// The error class a stop maps to (`E_POLICY` unless more specific).
+    pub error_id: Option<ErrorId>,
+    pub notes: Vec<String>,
+}
+
+/// All rows of a preflight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreflightReport {
+    pub rows: Vec<PreflightRow>,
+}
+
+impl PreflightReport {
+    /// Rows that stop the plan.
+    pub fn stops(&self) -> impl Iterator<Item = &PreflightRow> {
+        self.rows.iter().filter(|r| r.verdict == Verdict::Stop)
+    }
+
+    /// Whether the plan may commit.
+    pub fn ok(&self) -> bool {
+        self.stops().next().is_none()
+    }
+}
+
+/// What preflight learned about one action; apply journals it as-is.
+#[derive(Debug)]
+pub struct Inspection {
+    pub action: Action,
+    /// The target's directory, when it could be opened safely.
+    pub dir: Option<OwnedFd>,
+    /// Why the directory could not be opened.
+    pub dir_error: Option<String>,
+    /// The target now (hashed).
+    pub current: Node,
+    /// What the source resolves to (links).
+    pub source: Option<std::io::Result<Node>>,
+    /// What the target resolves to now (itself for a file).
+    pub resolved: Option<Node>,
+    /// The link text to install (links).
+    pub new_link: Option<String>,
+    /// The backup a restore puts back: its name and its sidecar's prior snapshot.
+    pub restore_from: Option<(String, Node, Node)>,
+    /// The target already is what the plan asks for.
+    pub noop: bool,
+    pub before_hash: Option<String>,
+    pub after_hash: Option<String>,
+    /// Why the target's filesystem or attributes forbid the swap (S2), if they do.
+    pub immovable: Vec<String>,
+}
+
+impl Inspection {
+    /// What the target becomes.
+    pub fn planned_kind(&self) -> NodeKind {
+        match (&self.action.kind, &self.restore_from) {
+            (ActionKind::Link, _) => NodeKind::Symlink,
+            (ActionKind::Restore, Some((_, node, _))) => node.kind,
+            (ActionKind::Restore, None) => self.current.kind,
+        }
+    }
+
+    /// The journal entry for this action, with `stage` and `backup` names chosen.
+    pub(crate) fn record(&self, stage: String, backup: Option<String>) -> ActionRecord {
+        ActionRecord {
+            action_id: self.action.action_id,
+            kind: self.action.kind,
+            target: self.action.target.clone(),
+            prior: self.current.clone(),
+            new_link: self.new_link.clone(),
+            new_node: self.restore_from.as_ref().map(|(_, n, _)| n.clone()),
+            stage,
+            backup,
+            noop: self.noop,
+            before_hash: self.before_hash.clone(),
+            after_hash: self.after_hash.clone(),
+        }
+    }
+}
+
+/// What checks see besides the inspection.
+pub struct CheckContext<'a> {
+    pub root: &'a Root,
+    pub policy: &'a Policy,
+    /// Every target node of the plan as it is now: a source resolving to one of
+    /// these would, after the swap, resolve through its own link (a loop).
+    pub targets: Vec<Node>,
+}
+
+impl<'a> CheckContext<'a> {
+    /// The context for checking `items`.
+    pub fn new(root: &'a Root, policy: &'a Policy, items: &[Inspection]) -> CheckContext<'a> {
+        let targets = items
+            .iter()
+            .map(|i| i.current.clone())
+            .filter(|n| n.kind != NodeKind::Absent)
+            .collect();
+        CheckContext {
+            root,
+            policy,
+            targets,
+        }
+    }
+}
+
+/// Collects one row's verdict and notes.
+#[derive(Debug, Default)]
+pub struct Findings {
+    verdict: Option<Verdict>,
+    error_id: Option<ErrorId>,
+    notes: Vec<String>,
+}
+
+impl Findings {
+    /// Stops the plan, as a policy violation.
+    pub fn stop(&mut self, note: impl Into<String>) {
+        self.stop_as(ErrorId::Policy, note);
+    }
+
+    /// Stops the plan with a more specific error class.
+    pub fn stop_as(&mut self, id: ErrorId, note: impl Into<String>) {
+        self.verdict = Some(Verdict::Stop);
+        self.error_id.get_or_insert(id);
+        self.notes.push(note.into());
+    }
+
+    /// Warns without stopping.
+    pub fn warn(&mut self, note: impl Into<String>) {
+        self.verdict = self.verdict.max(Some(Verdict::Warn));
+        self.notes.push(note.into());
+    }
+
+    /// Adds an informational note.
+    pub fn note(&mut self, note: impl Into<String>) {
+        self.notes.push(note.into());
+    }
+}
+
+/// One preflight gate.
+pub trait Check: Send + Sync {
+    /// Short name, for diagnostics.
+    fn name(&self) -> &'static str;
+    /// Examines one inspected action.
+    fn check(&self, cx: &CheckContext<'_>, item: &Inspection, out: &mut Findings);
+}
+
+/// Runs `checks` over `items`; rows come out sorted by (path, action_id).
+pub fn evaluate(
+    cx: &CheckContext<'_>,
+    checks: &[Box<dyn Check>],
+    items: &[Inspection],
+) -> PreflightReport {
+    let mut rows: Vec<PreflightRow> = items
+        .iter()
+        .map(|i| {
+            let mut f = Findings::default();
+            for c in checks {
+                c.check(cx, i, &mut f);
+            }
+            if i.noop {
+                f.note("already in effect; nothing to do");
+            }
+            PreflightRow {
+                path: i.action.target.clone(),
+                action_id: i.action.action_id,
+                kind: i.action.kind,
+                current_kind: i.current.kind,
+                planned_kind: i.planned_kind(),
+                verdict: f.verdict.unwrap_or(Verdict::Ok),
+                error_id: f.error_id,
+                notes: f.notes,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.path, a.action_id).cmp(&(&b.path, b.action_id)));
+    PreflightReport { rows }
+}
