@@ -457,7 +457,7 @@ impl Switchyard {
         if let Err(d) = state.discard_record(&record.run_id) {
             let mut e = e;
             e.message = format!(
-                "{}; the run stays applied because its record could not be discarded: {}",
+                "{}; its record could not be discarded, so nothing was undone: the next run's recovery settles it from the journal ({})",
                 e.message, d.message
             );
             return fail(em, e, n);

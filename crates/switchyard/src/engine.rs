@@ -12,7 +12,7 @@ use crate::error::{Error, ErrorId, Result};
 use crate::facts::{Decision, Emitter, Fact, FactSink, Stage};
 use crate::journal::{RunRecord, StateDir, StateLocation};
 use crate::node::{Node, NodeKind};
-use crate::path::{Resolver, Root};
+use crate::path::{Resolver, Root, SafePath};
 use crate::plan::{self, Plan, PlanInput};
 use crate::policy::Policy;
 use crate::preflight::{self, Check, CheckContext, Inspection, PreflightReport};
@@ -262,13 +262,18 @@ impl Switchyard {
     /// Plans `input` (D1). Emits one `plan` fact per action.
     pub fn plan(&self, input: &PlanInput) -> Result<Plan> {
         let plan = plan::build(input, self.policy.max_plan_actions)?;
-        if let StateLocation::InRoot(state) = &self.state {
+        // Nothing inside the state directory may be planned, wherever it was configured.
+        let state = match &self.state {
+            StateLocation::InRoot(p) => Some(p.clone()),
+            StateLocation::Host(p) => SafePath::from_host(self.root.path(), p).ok(),
+        };
+        if let Some(state) = state {
             let inside = plan
                 .actions
                 .iter()
                 .flat_map(|a| [Some(&a.target), a.source.as_ref()])
                 .flatten();
-            if let Some(p) = inside.into_iter().find(|p| p.starts_with(state)) {
+            if let Some(p) = inside.into_iter().find(|p| p.starts_with(&state)) {
                 return Err(Error::new(
                     ErrorId::Usage,
                     format!("{p} is inside the state directory {state}"),

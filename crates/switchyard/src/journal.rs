@@ -8,6 +8,7 @@
 //! runs/<run_id>/record.json    the settled run: what it did, with every prior snapshot
 //! runs/<run_id>/facts.jsonl    the run's facts
 //! runs/<run_id>/undone         marker: a settled rollback undid this run (its ID)
+//! runs/LATEST                  the newest committed apply that changed something
 //! ```
 //!
 //! Contract:
@@ -138,6 +139,7 @@ const RUNS: &str = "runs";
 const RECORD: &str = "record.json";
 const FACTS: &str = "facts.jsonl";
 const UNDONE: &str = "undone";
+const LATEST: &str = "LATEST";
 
 fn io_err(what: impl std::fmt::Display, e: io::Error) -> Error {
     Error::io(ErrorId::Generic, what, e)
@@ -278,6 +280,26 @@ impl StateDir {
         let runs =
             ensure_dir(self.fd.as_fd(), RUNS).map_err(|e| io_err("creating runs directory", e))?;
         let id = rec.run_id.to_string();
+        if rec.kind == RunKind::Apply && rec.status == RunStatus::Committed && rec.changed {
+            // Renamed into place before the run's directory is created: the fsync of
+            // `runs/` that makes the new run durable makes the pointer durable too, so
+            // a durable record is never newer than LATEST.
+            let tmp = format!(".{LATEST}.tmp");
+            let flags = OFlags::WRONLY
+                | OFlags::CREATE
+                | OFlags::TRUNC
+                | OFlags::NOFOLLOW
+                | OFlags::CLOEXEC;
+            openat(&runs, tmp.as_str(), flags, Mode::from_raw_mode(0o644))
+                .map_err(io::Error::from)
+                .and_then(|fd| {
+                    let mut f = std::fs::File::from(fd);
+                    std::io::Write::write_all(&mut f, id.as_bytes())?;
+                    f.sync_all()
+                })
+                .and_then(|()| Ok(rustix::fs::renameat(&runs, tmp.as_str(), &runs, LATEST)?))
+                .map_err(|e| io_err("updating runs/LATEST", e))?;
+        }
         let dir = ensure_dir(runs.as_fd(), &id)
             .map_err(|e| io_err(format!("creating run directory {id}"), e))?;
         write_durably(dir.as_fd(), FACTS, facts)
@@ -354,6 +376,51 @@ impl StateDir {
         let mut ids: Vec<Uuid> = list(&runs)
             .map_err(|e| io_err("listing runs directory", e))?
             .iter()
+            .filter_map(|n| Uuid::parse_str(n).ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The newest committed apply run that changed something (see `write_record`).
+    pub fn latest_apply(&self) -> Result<Option<Uuid>> {
+        let Some(runs) = self
+            .sub(RUNS)
+            .map_err(|e| io_err("opening runs directory", e))?
+        else {
+            return Ok(None);
+        };
+        let fd = match openat(
+            &runs,
+            LATEST,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(io_err("reading runs/LATEST", e.into())),
+        };
+        let mut s = String::new();
+        std::fs::File::from(fd)
+            .read_to_string(&mut s)
+            .map_err(|e| io_err("reading runs/LATEST", e))?;
+        Ok(Uuid::parse_str(s.trim()).ok())
+    }
+
+    /// Run IDs newer than `run_id`, oldest first. Compares names as text (hyphenated
+    /// UUIDv7 text sorts by time), so only the newer names are parsed.
+    pub fn run_ids_after(&self, run_id: &Uuid) -> Result<Vec<Uuid>> {
+        let Some(runs) = self
+            .sub(RUNS)
+            .map_err(|e| io_err("opening runs directory", e))?
+        else {
+            return Ok(Vec::new());
+        };
+        let me = run_id.to_string();
+        let mut ids: Vec<Uuid> = list(&runs)
+            .map_err(|e| io_err("listing runs directory", e))?
+            .iter()
+            .filter(|n| n.as_str() > me.as_str())
             .filter_map(|n| Uuid::parse_str(n).ok())
             .collect();
         ids.sort();

@@ -113,7 +113,10 @@ impl Switchyard {
                         changed,
                         ..j.clone()
                     };
-                    state.write_record(&done, b"")?;
+                    // Keep the rollback's own record and facts if it got that far.
+                    if state.record(&j.run_id)?.is_none() {
+                        state.write_record(&done, b"")?;
+                    }
                     if let Some(t) = j.target_run_id {
                         state.mark_undone(&t, &j.run_id)?;
                     }

@@ -213,9 +213,10 @@ impl Switchyard {
         }
         // Undoing an older run under a newer one that changed the same targets would
         // strand the newer run's nodes: newest first.
-        // Only a newer restore can do that, and it always moves this run's backup away,
-        // so history is read only when a backup no longer holds its original.
-        if !noop && !backups_in_place(&self.root, &actions) {
+        // A backup name can be reused and a newer run can install the very same link,
+        // so the disk alone cannot tell; the records newer than this run can. They are
+        // read only when this is not the newest apply (runs/LATEST).
+        if !noop && state.latest_apply()? != Some(target.run_id) {
             if let Some((newer, path)) = newer_live_toucher(&state, target)? {
                 let mut e = Error::new(
                     ErrorId::Policy,
@@ -326,20 +327,6 @@ fn last_live_apply(state: &crate::journal::StateDir) -> Result<Option<RunRecord>
         }
     }
     Ok(None)
-}
-
-/// Whether every backup of `actions` still holds the node it was made from.
-fn backups_in_place(root: &Root, actions: &[ActionRecord]) -> bool {
-    actions
-        .iter()
-        .filter(|a| !a.noop)
-        .all(|a| match a.backup.as_deref() {
-            None => true,
-            Some(b) => root
-                .open_parent(&a.target)
-                .and_then(|dir| Node::observe(&dir, b, false))
-                .is_ok_and(|n| n.same_inode(&a.prior)),
-        })
 }
 
 /// The first run newer than `target` that is still in effect and changed one of

@@ -182,6 +182,9 @@ pub(crate) fn apply(dir: &OwnedFd, a: &ActionRecord, m: Mechanics) -> Result<()>
                     format!("{}: the target changed after it was journaled (another process replaced it); nothing was swapped", a.target),
                 ));
             }
+            // Without EXCHANGE the backup link must be durable before the rename that
+            // makes it the only name of the original (one fsync per degraded action).
+            rustix::fs::fsync(dir).map_err(|e| swap_err(a, "syncing backup link", e))?;
             hit(fp::APPLY_AFTER_BACKUP).map_err(|e| swap_err(a, "backed up", e))?;
             renameat(dir, s, dir, t).map_err(|e| swap_err(a, "renaming stage over target", e))?;
             return hit(fp::APPLY_AFTER_SWAP).map_err(|e| swap_err(a, "swapped", e));
@@ -189,6 +192,11 @@ pub(crate) fn apply(dir: &OwnedFd, a: &ActionRecord, m: Mechanics) -> Result<()>
         Err(e) => return Err(swap_err(a, "exchanging stage and target", e)),
     }
     hit(fp::APPLY_AFTER_BACKUP).map_err(|e| swap_err(a, "backed up", e))
+}
+
+/// Whether `n` is a node neither installed by `a` nor its original.
+fn is_foreign(a: &ActionRecord, n: &Node) -> bool {
+    n.kind != NodeKind::Absent && !is_new(a, n) && !n.same_inode(&a.prior)
 }
 
 /// Whether `n` is the node action `a` installs.
@@ -252,6 +260,18 @@ pub(crate) fn undo(dir: &OwnedFd, a: &ActionRecord, verify: bool, m: Mechanics) 
                 // The original is gone and the target is not ours: another process
                 // replaced it (e.g. a package upgrade). Nothing of ours to undo there.
                 None if !is_new(a, &tn) => {}
+                // Our link is at the target, the original is gone, and our own stage
+                // name holds a third node: someone replaced the target just before our
+                // exchange, which moved their node to the stage. Give it back.
+                None if is_foreign(a, &obs(s)?) => {
+                    m.exchange(dir, s, t)
+                        .or_else(|_| renameat(dir, s, dir, t))
+                        .map_err(|e| {
+                            restore_err(a, "returning a concurrently installed node", e)
+                        })?;
+                    changed = true;
+                    hit(fp::UNDO_AFTER_SWAP).map_err(|e| restore_err(a, "swapped back", e))?;
+                }
                 None => {
                     return Err(Error::new(
                         ErrorId::RestoreFailed,
@@ -296,13 +316,20 @@ pub(crate) fn undo(dir: &OwnedFd, a: &ActionRecord, verify: bool, m: Mechanics) 
     }
     // (An absent-before target that now holds someone else's node is left alone: it
     // is theirs, and "absent" was only our side of the story.)
+    let now = obs(t)?;
     let prior_home =
-        refused.is_none() && (a.prior.kind == NodeKind::Absent || obs(t)?.same_inode(&a.prior));
+        refused.is_none() && (a.prior.kind == NodeKind::Absent || now.same_inode(&a.prior));
     // Clear whatever of ours is left at the other names.
     for name in [Some(s), a.backup.as_deref()].into_iter().flatten() {
         let n = obs(name)?;
-        if prior_home && Some(name) == a.backup.as_deref() && n.same_inode(&a.prior) {
-            // Hard-link fallback left a second name for the original.
+        let is_backup = Some(name) == a.backup.as_deref();
+        if is_backup
+            && n.kind != NodeKind::Absent
+            && n.same_inode(&now)
+            && (prior_home || !n.same_inode(&a.prior))
+        {
+            // The hard-link fallback left a second name for the node now at the
+            // target (the original, or a concurrent replacement): drop the extra name.
             unlink_if_present(dir, name).map_err(|e| restore_err(a, "removing backup link", e))?;
         } else if is_new(a, &n) && !(a.kind == ActionKind::Restore && name == s) {
             dispose(dir, a, name, m)?;

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use switchyard::failpoints as fp;
 use switchyard::{ApplyMode, ErrorId, PlanInput, RunSelector};
 use switchyard_testkit::{
-    run_child, sp, standard_input, standard_links, ChildEnd, Fixture, Scenario,
+    run_child, sp, standard_input, standard_links, ChildEnd, Fixture, Scenario, STATE,
 };
 
 const EXE: &str = env!("CARGO_BIN_EXE_crashchild");
@@ -290,4 +290,258 @@ fn preflight_never_blocks_on_a_fifo() {
         "preflight did not return within 5 s (blocked opening the FIFO)"
     );
     let _: Option<Result<bool, ErrorId>> = got.ok();
+}
+
+// Found by the second review.
+
+/// the loop check compares the source's *final* node with the targets' own nodes.
+/// A source that reaches a *symlink* target on its way (source -> usr/bin/cat ->
+/// gnu-cat) resolves to gnu-cat, passes, and after the swap usr/bin/cat is a loop.
+#[test]
+fn source_through_symlinked_target_is_refused_a2() {
+    let f = Fixture::new();
+    std::os::unix::fs::symlink("../../bin/cat", f.host("usr/lib/alt/via")).unwrap();
+    let (sy, _) = f.engine();
+    let plan = sy
+        .plan(&PlanInput::default().link(sp("usr/bin/cat"), sp("usr/lib/alt/via")))
+        .unwrap();
+    let r = sy.apply(&plan, ApplyMode::Commit);
+    let meta = std::fs::metadata(f.host("usr/bin/cat"));
+    eprintln!(
+        "apply: {:?}; stat(cat): {:?}",
+        r.as_ref().map(|r| r.changed).map_err(|e| e.message.clone()),
+        meta.as_ref().map(|_| ())
+    );
+    assert!(
+        meta.is_ok(),
+        "usr/bin/cat no longer resolves: {:?}",
+        meta.err()
+    );
+}
+
+/// the target is replaced by another process after staging, and the run dies
+/// (here: EIO; SIGKILL leaves the same state) at APPLY_AFTER_SWAP, i.e. after the
+/// exchange and before the concurrent-replacement check. Undo finds our link at the
+/// target, the foreign node under the stage name, the original nowhere: it refuses,
+/// and recovery is wedged for every later command.
+#[test]
+fn crash_after_exchange_with_replaced_target_recovers_their_node_a3() {
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    let ls = f.host("usr/bin/ls");
+    let tmp = f.host("usr/bin/dpkg-new");
+    fail::cfg_callback(fp::APPLY_AFTER_STAGE, move || {
+        std::fs::write(&tmp, b"#!/bin/sh\necho gnu-ls v2\n").unwrap();
+        std::fs::rename(&tmp, &ls).unwrap();
+    })
+    .unwrap();
+    fail::cfg(fp::APPLY_AFTER_SWAP, "return").unwrap();
+    let plan = sy
+        .plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
+        .unwrap();
+    let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
+    fail::remove(fp::APPLY_AFTER_STAGE);
+    fail::remove(fp::APPLY_AFTER_SWAP);
+    eprintln!("apply: {} / {}", err.id.as_str(), err.message);
+    eprintln!("usr/bin: {:?}", names(&f));
+    let rec = sy.recover(ApplyMode::Commit);
+    eprintln!("recover: {:?}", rec.as_ref().map_err(|e| e.message.clone()));
+    assert!(rec.is_ok(), "recovery wedged");
+    assert_eq!(
+        std::fs::read(f.host("usr/bin/ls")).unwrap(),
+        b"#!/bin/sh\necho gnu-ls v2\n",
+        "the other process's file must be back at the target"
+    );
+    assert!(
+        !names(&f).iter().any(|n| n.starts_with(".switchyard.")),
+        "litter: {:?}",
+        names(&f)
+    );
+}
+
+/// a crash between a rollback's `write_record` and `clear_journal` (no failpoint
+/// there) leaves its journal; recovery "rolls it forward" and rewrites the rollback's
+/// record with EMPTY facts, destroying the rollback's evidence (O1).
+#[test]
+fn recovered_rollback_keeps_its_facts_o1() {
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    let a = sy
+        .apply(
+            &sy.plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
+                .unwrap(),
+            ApplyMode::Commit,
+        )
+        .unwrap();
+    let rb = sy
+        .rollback(RunSelector::Id(a.run_id), ApplyMode::Commit)
+        .unwrap();
+    let facts = rb.facts_path.clone().unwrap();
+    assert!(!std::fs::read(&facts).unwrap().is_empty());
+    // Reconstruct the on-disk state of a crash right after `write_record`: the
+    // journal (the pending record) is still there, no `undone` marker yet.
+    let state = f.host(STATE);
+    let rec = state.join(format!("runs/{}/record.json", rb.run_id));
+    let mut j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
+    j["status"] = "pending".into();
+    j["changed"] = false.into();
+    std::fs::write(
+        state.join(format!("journal/{}.json", rb.run_id)),
+        serde_json::to_vec(&j).unwrap(),
+    )
+    .unwrap();
+    std::fs::remove_file(state.join(format!("runs/{}/undone", a.run_id))).unwrap();
+    sy.recover(ApplyMode::Commit).unwrap();
+    let after = std::fs::read(&facts).unwrap();
+    assert!(
+        !after.is_empty(),
+        "recovery overwrote rollback {}'s facts.jsonl with nothing",
+        rb.run_id
+    );
+}
+
+/// out-of-order rollback under a newer *link* run of the same target (not a
+/// restore) is not caught by `backups_in_place` (the older backup is still intact):
+/// the newer-run check is skipped and the user gets E_RESTORE_FAILED advising them to
+/// move "the unexpected node" (Switchyard's own newer link) aside.
+#[test]
+fn out_of_order_rollback_under_newer_link_run_is_refused_as_policy_r7() {
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    let a = sy
+        .apply(
+            &sy.plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
+                .unwrap(),
+            ApplyMode::Commit,
+        )
+        .unwrap();
+    let b = sy
+        .apply(
+            &sy.plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/new")))
+                .unwrap(),
+            ApplyMode::Commit,
+        )
+        .unwrap();
+    assert!(b.changed);
+    let err = sy
+        .rollback(RunSelector::Id(a.run_id), ApplyMode::Commit)
+        .unwrap_err();
+    eprintln!(
+        "{} / {} / {:?}",
+        err.id.as_str(),
+        err.message,
+        err.remediation
+    );
+    assert_eq!(err.id, ErrorId::Policy, "{err}");
+    assert!(err.message.contains(&b.run_id.to_string()), "{err}");
+}
+
+/// same, but the newer run links the same source after a package upgrade
+/// replaced our link: rolling back the OLDER run silently undoes the newer one (the
+/// package's file ends up stranded in the newer run's backup) and the newer run's own
+/// rollback then fails.
+#[test]
+fn out_of_order_rollback_under_a_relink_is_refused_r7() {
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    let link = || {
+        sy.plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
+            .unwrap()
+    };
+    let a = sy.apply(&link(), ApplyMode::Commit).unwrap();
+    // A package upgrade replaces our link with a new ls.
+    let tmp = f.host("usr/bin/dpkg-new");
+    std::fs::write(&tmp, b"#!/bin/sh\necho gnu-ls v2\n").unwrap();
+    std::fs::rename(&tmp, f.host("usr/bin/ls")).unwrap();
+    let b = sy.apply(&link(), ApplyMode::Commit).unwrap();
+    assert!(b.changed);
+    let r = sy.rollback(RunSelector::Id(a.run_id), ApplyMode::Commit);
+    eprintln!(
+        "rollback older: {:?}",
+        r.as_ref().map(|r| r.changed).map_err(|e| e.message.clone())
+    );
+    eprintln!("usr/bin: {:?}", names(&f));
+    let rb = sy.rollback(RunSelector::Id(b.run_id), ApplyMode::Commit);
+    eprintln!(
+        "rollback newer: {:?}",
+        rb.as_ref()
+            .map(|r| r.changed)
+            .map_err(|e| e.message.clone())
+    );
+    assert!(
+        r.is_err(),
+        "older run rolled back underneath newer run {}",
+        b.run_id
+    );
+}
+
+/// link, restore, link again. The third run reuses backup name `.1.bak` (freed by
+/// the restore), so `backups_in_place` of run 1 is true and the newer-run check is
+/// skipped. Rolling back run 1 first succeeds; after rolling back the other two as
+/// well, the target is the alternative and the original is orphaned at `.1.bak`.
+#[test]
+fn link_restore_link_rolled_back_newest_first_is_exact_r7() {
+    let f = Fixture::new();
+    let before = f.tree();
+    let (sy, _) = f.engine();
+    let link = || {
+        sy.plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
+            .unwrap()
+    };
+    let r1 = sy.apply(&link(), ApplyMode::Commit).unwrap();
+    let r2 = sy
+        .apply(
+            &sy.plan(&PlanInput::default().restore(sp("usr/bin/ls")))
+                .unwrap(),
+            ApplyMode::Commit,
+        )
+        .unwrap();
+    let r3 = sy.apply(&link(), ApplyMode::Commit).unwrap();
+    assert!(r1.changed && r2.changed && r3.changed);
+    let first = sy.rollback(RunSelector::Id(r1.run_id), ApplyMode::Commit);
+    eprintln!(
+        "rollback r1 first: {:?}",
+        first
+            .as_ref()
+            .map(|r| r.changed)
+            .map_err(|e| e.message.clone())
+    );
+    for id in [r3.run_id, r2.run_id, r1.run_id] {
+        let r = sy.rollback(RunSelector::Id(id), ApplyMode::Commit);
+        eprintln!(
+            "rollback {id}: {:?}",
+            r.as_ref().map(|r| r.changed).map_err(|e| e.message.clone())
+        );
+    }
+    eprintln!(
+        "usr/bin: {:?}; ls -> {:?}",
+        names(&f),
+        std::fs::read_link(f.host("usr/bin/ls")).ok()
+    );
+    assert!(first.is_err(), "rollback of the oldest run was not refused");
+    assert_eq!(
+        f.tree(),
+        before,
+        "every run rolled back but the tree is not pre-plan"
+    );
+}
+
+/// A state directory configured by host path but lying inside the root is protected
+/// like the default one.
+#[test]
+fn host_state_dir_inside_the_root_is_never_planned() {
+    let f = Fixture::new();
+    let mut policy = switchyard::Policy::dev();
+    policy.allow_roots = vec![sp("usr/bin"), sp("srv")];
+    let sy = switchyard::Switchyard::builder(policy)
+        .root(f.path())
+        .state_dir(switchyard::StateLocation::Host(f.host("srv/state")))
+        .build()
+        .unwrap();
+    let err = sy
+        .plan(&PlanInput::default().link(sp("srv/state/lock"), sp("usr/lib/alt/ls")))
+        .unwrap_err();
+    assert_eq!(err.id, ErrorId::Usage, "{err}");
+    assert!(err.message.contains("inside the state directory"), "{err}");
 }

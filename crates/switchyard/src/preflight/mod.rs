@@ -87,6 +87,9 @@ pub struct Inspection {
     pub current: Node,
     /// What the source resolves to (links).
     pub source: Option<std::io::Result<Node>>,
+    /// A target of the plan that resolving the source passes through (a loop after
+    /// the swap), if any.
+    pub source_through: Option<String>,
     /// What the target resolves to now (itself for a file).
     pub resolved: Option<Node>,
     /// The link text to install (links).
