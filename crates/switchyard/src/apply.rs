@@ -215,10 +215,11 @@ impl Switchyard {
             .collect::<std::collections::BTreeSet<_>>()
             .len();
         if !commit {
-            for r in &recs {
-                em.emit(result_fact(&outcome(r, planned_kind(r)), 0));
+            let outcomes: Vec<ActionOutcome> =
+                recs.iter().map(|r| outcome(r, planned_kind(r))).collect();
+            for o in &outcomes {
+                em.emit(result_fact(o, 0));
             }
-            let outcomes = recs.iter().map(|r| outcome(r, planned_kind(r))).collect();
             em.emit(summary(
                 n,
                 changed,

@@ -171,8 +171,7 @@ pub struct Status {
 impl Switchyard {
     /// Starts a builder with `policy`.
     pub fn builder(policy: Policy) -> Builder {
-        let mut checks = preflight::builtin_checks();
-        checks.shrink_to_fit();
+        let checks = preflight::builtin_checks();
         Builder {
             policy,
             root: PathBuf::from("/"),

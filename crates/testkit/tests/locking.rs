@@ -7,6 +7,16 @@ use switchyard::adapters::lock::LockManager;
 use switchyard::{ApplyMode, ErrorId, FileLock, MemorySink, Policy, RunSelector, Switchyard};
 use switchyard_testkit::{assert_applied, engine_for, sp, standard_input, Fixture};
 
+/// The `apply.attempt` fact of the last apply recorded by `sink`.
+fn attempt_fact(sink: &MemorySink) -> switchyard::Fact {
+    let facts = sink.facts();
+    facts
+        .into_iter()
+        .rev()
+        .find(|f| f.event == switchyard::facts::Stage::ApplyAttempt)
+        .unwrap()
+}
+
 #[test]
 fn core_types_are_send_and_sync_l4() {
     fn check<T: Send + Sync>() {}
@@ -42,11 +52,7 @@ fn lock_wait_is_bounded_and_reported_l2() {
     sink.clear();
     sy.apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
         .unwrap();
-    let attempt = sink
-        .facts()
-        .into_iter()
-        .find(|f| f.event == switchyard::facts::Stage::ApplyAttempt)
-        .unwrap();
+    let attempt = attempt_fact(&sink);
     assert_eq!(attempt.lock_backend.as_deref(), Some("flock"));
     assert_eq!(attempt.lock_attempts, Some(1), "free lock: one attempt");
 }
@@ -86,11 +92,7 @@ fn production_refuses_without_lock_manager_and_dev_warns_l3() {
         .unwrap();
     sy.apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
         .unwrap();
-    let attempt = sink
-        .facts()
-        .into_iter()
-        .find(|f| f.event == switchyard::facts::Stage::ApplyAttempt)
-        .unwrap();
+    let attempt = attempt_fact(&sink);
     assert_eq!(attempt.decision, switchyard::facts::Decision::Warn);
     assert_eq!(attempt.lock_backend.as_deref(), Some("none"));
 }

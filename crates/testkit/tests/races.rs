@@ -13,6 +13,12 @@ use switchyard_testkit::{
 
 const EXE: &str = env!("CARGO_BIN_EXE_crashchild");
 
+/// The one-action plan most of these tests use: `usr/bin/ls` → `usr/lib/alt/ls`.
+fn link_ls(sy: &switchyard::Switchyard) -> switchyard::Plan {
+    sy.plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
+        .unwrap()
+}
+
 fn names(f: &Fixture) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(f.host("usr/bin"))
         .unwrap()
@@ -77,9 +83,7 @@ fn target_replaced_between_journal_and_swap_changes_nothing_a3() {
         std::fs::rename(&tmp, &ls).unwrap();
     })
     .unwrap();
-    let plan = sy
-        .plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
-        .unwrap();
+    let plan = link_ls(&sy);
     let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
     fail::remove(fp::APPLY_AFTER_JOURNAL);
     eprintln!("apply error: {} / {}", err.id.as_str(), err.message);
@@ -202,13 +206,7 @@ fn rollback_out_of_order_is_refused_and_newest_first_restores_r7() {
     let f = Fixture::new();
     let before = f.tree();
     let (sy, _) = f.engine();
-    let a = sy
-        .apply(
-            &sy.plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
-                .unwrap(),
-            ApplyMode::Commit,
-        )
-        .unwrap();
+    let a = sy.apply(&link_ls(&sy), ApplyMode::Commit).unwrap();
     let r = sy
         .apply(
             &sy.plan(&PlanInput::default().restore(sp("usr/bin/ls")))
@@ -243,12 +241,7 @@ fn rollback_out_of_order_is_refused_and_newest_first_restores_r7() {
 fn plans_may_not_name_switchyard_backups_or_state() {
     let f = Fixture::new();
     let (sy, _) = f.engine();
-    sy.apply(
-        &sy.plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
-            .unwrap(),
-        ApplyMode::Commit,
-    )
-    .unwrap();
+    sy.apply(&link_ls(&sy), ApplyMode::Commit).unwrap();
     for (t, s) in [
         ("usr/bin/.switchyard.ls.1.bak", "usr/lib/alt/keep"),
         ("usr/bin/keep", "usr/bin/.switchyard.ls.1.bak"),
@@ -336,9 +329,7 @@ fn crash_after_exchange_with_replaced_target_recovers_their_node_a3() {
     })
     .unwrap();
     fail::cfg(fp::APPLY_AFTER_SWAP, "return").unwrap();
-    let plan = sy
-        .plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
-        .unwrap();
+    let plan = link_ls(&sy);
     let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
     fail::remove(fp::APPLY_AFTER_STAGE);
     fail::remove(fp::APPLY_AFTER_SWAP);
@@ -366,13 +357,7 @@ fn crash_after_exchange_with_replaced_target_recovers_their_node_a3() {
 fn recovered_rollback_keeps_its_facts_o1() {
     let f = Fixture::new();
     let (sy, _) = f.engine();
-    let a = sy
-        .apply(
-            &sy.plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
-                .unwrap(),
-            ApplyMode::Commit,
-        )
-        .unwrap();
+    let a = sy.apply(&link_ls(&sy), ApplyMode::Commit).unwrap();
     let rb = sy
         .rollback(RunSelector::Id(a.run_id), ApplyMode::Commit)
         .unwrap();
@@ -409,13 +394,7 @@ fn recovered_rollback_keeps_its_facts_o1() {
 fn out_of_order_rollback_under_newer_link_run_is_refused_as_policy_r7() {
     let f = Fixture::new();
     let (sy, _) = f.engine();
-    let a = sy
-        .apply(
-            &sy.plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
-                .unwrap(),
-            ApplyMode::Commit,
-        )
-        .unwrap();
+    let a = sy.apply(&link_ls(&sy), ApplyMode::Commit).unwrap();
     let b = sy
         .apply(
             &sy.plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/new")))
@@ -445,16 +424,12 @@ fn out_of_order_rollback_under_newer_link_run_is_refused_as_policy_r7() {
 fn out_of_order_rollback_under_a_relink_is_refused_r7() {
     let f = Fixture::new();
     let (sy, _) = f.engine();
-    let link = || {
-        sy.plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
-            .unwrap()
-    };
-    let a = sy.apply(&link(), ApplyMode::Commit).unwrap();
+    let a = sy.apply(&link_ls(&sy), ApplyMode::Commit).unwrap();
     // A package upgrade replaces our link with a new ls.
     let tmp = f.host("usr/bin/dpkg-new");
     std::fs::write(&tmp, b"#!/bin/sh\necho gnu-ls v2\n").unwrap();
     std::fs::rename(&tmp, f.host("usr/bin/ls")).unwrap();
-    let b = sy.apply(&link(), ApplyMode::Commit).unwrap();
+    let b = sy.apply(&link_ls(&sy), ApplyMode::Commit).unwrap();
     assert!(b.changed);
     let r = sy.rollback(RunSelector::Id(a.run_id), ApplyMode::Commit);
     eprintln!(
@@ -485,11 +460,7 @@ fn link_restore_link_rolled_back_newest_first_is_exact_r7() {
     let f = Fixture::new();
     let before = f.tree();
     let (sy, _) = f.engine();
-    let link = || {
-        sy.plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
-            .unwrap()
-    };
-    let r1 = sy.apply(&link(), ApplyMode::Commit).unwrap();
+    let r1 = sy.apply(&link_ls(&sy), ApplyMode::Commit).unwrap();
     let r2 = sy
         .apply(
             &sy.plan(&PlanInput::default().restore(sp("usr/bin/ls")))
@@ -497,7 +468,7 @@ fn link_restore_link_rolled_back_newest_first_is_exact_r7() {
             ApplyMode::Commit,
         )
         .unwrap();
-    let r3 = sy.apply(&link(), ApplyMode::Commit).unwrap();
+    let r3 = sy.apply(&link_ls(&sy), ApplyMode::Commit).unwrap();
     assert!(r1.changed && r2.changed && r3.changed);
     let first = sy.rollback(RunSelector::Id(r1.run_id), ApplyMode::Commit);
     eprintln!(

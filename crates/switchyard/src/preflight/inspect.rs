@@ -44,15 +44,7 @@ fn immovable(dir: &OwnedFd, name: &str, current: &Node) -> Vec<String> {
 /// never opened for reading (no blocking, no side effects).
 pub fn resolve(root: &Root, p: &SafePath) -> std::io::Result<Node> {
     let st = rustix::fs::fstat(root.open_resolved(p, OFlags::PATH)?)?;
-    let mut n = Node {
-        kind: crate::node::kind_of(&st),
-        mode: st.st_mode & 0o7777,
-        uid: st.st_uid,
-        gid: st.st_gid,
-        dev: st.st_dev,
-        ino: st.st_ino,
-        ..Node::absent()
-    };
+    let mut n = Node::from_stat(&st);
     if n.kind == NodeKind::File {
         let fd = root.open_resolved(p, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY)?;
         let again = rustix::fs::fstat(&fd)?;
