@@ -93,10 +93,10 @@ impl Ctx {
 pub fn failure_json(e: &Error) -> Value {
     json!({
         "exit_code": e.exit_code(),
-        "error_id": e.id.as_str(),
+        "error_id": e.id().as_str(),
         "summary_error_ids": ids(e),
-        "message": e.message,
-        "remediation": e.remediation,
+        "message": e.message(),
+        "remediation": e.remediation(),
     })
 }
 
@@ -113,12 +113,12 @@ fn path_json(p: &Option<PathBuf>) -> Value {
 fn with_error(mut doc: Value, e: &Error) -> Value {
     if let Some(o) = doc.as_object_mut() {
         o.insert("exit_code".into(), json!(e.exit_code()));
-        o.insert("error_id".into(), json!(e.id.as_str()));
+        o.insert("error_id".into(), json!(e.id().as_str()));
         o.insert("summary_error_ids".into(), json!(ids(e)));
-        o.insert("message".into(), json!(e.message));
-        o.insert("remediation".into(), json!(e.remediation));
+        o.insert("message".into(), json!(e.message()));
+        o.insert("remediation".into(), json!(e.remediation()));
         let targets: Vec<Value> = e
-            .targets
+            .targets()
             .iter()
             .map(|t| json!({"path": t.path, "state": t.state, "remediation": t.remediation}))
             .collect();
@@ -131,8 +131,8 @@ fn with_error(mut doc: Value, e: &Error) -> Value {
 /// fields) and returns the failure, marked as printed.
 fn run_failure(ctx: &Ctx, sy: &Switchyard, e: Error, mut doc: Value) -> Failure {
     if let Some(o) = doc.as_object_mut() {
-        o.insert("run_id".into(), json!(e.run_id.map(|r| r.to_string())));
-        o.insert("facts".into(), path_json(&ctx.facts_of(sy, e.run_id)));
+        o.insert("run_id".into(), json!(e.run_id().map(|r| r.to_string())));
+        o.insert("facts".into(), path_json(&ctx.facts_of(sy, e.run_id())));
     }
     ctx.out.json(&with_error(doc, &e));
     Failure {
@@ -142,9 +142,10 @@ fn run_failure(ctx: &Ctx, sy: &Switchyard, e: Error, mut doc: Value) -> Failure 
 }
 
 /// Prefixes a library error about the manifest's plan with the manifest's name.
-fn in_manifest(m: &Manifest, mut e: Error) -> Error {
-    if e.id == ErrorId::Usage {
-        e.message = format!("{}: {}", m.file, e.message);
+fn in_manifest(m: &Manifest, e: Error) -> Error {
+    if e.id() == ErrorId::Usage {
+        let message = format!("{}: {}", m.file, e.message());
+        return e.with_message(message);
     }
     e
 }
@@ -254,7 +255,7 @@ pub fn preflight(ctx: &Ctx, manifest: &Path) -> CmdResult {
         "plan_id": plan.plan_id.to_string(),
         "ok": stops == 0,
         "exit_code": err.as_ref().map_or(0, |e| e.exit_code()),
-        "error_id": err.as_ref().map(|e| e.id.as_str()),
+        "error_id": err.as_ref().map(|e| e.id().as_str()),
         "rows": rows_json,
     }));
     let rows = rep
@@ -431,7 +432,7 @@ pub fn rollback(ctx: &Ctx, run: Option<Uuid>, commit: bool) -> CmdResult {
             "dry_run": !commit,
             "changed": false,
             "idempotent_noop": false,
-            "actions": e.targets.iter().map(|t| json!({"target": t.path, "result": t.state})).collect::<Vec<_>>(),
+            "actions": e.targets().iter().map(|t| json!({"target": t.path, "result": t.state})).collect::<Vec<_>>(),
         });
         run_failure(ctx, &sy, e, doc)
     })?;
@@ -521,7 +522,7 @@ pub fn recover(ctx: &Ctx, commit: bool) -> CmdResult {
     };
     let rep = sy.recover(mode).map_err(|e| {
         let doc = json!({
-            "run_ids": e.run_id.map(|r| vec![r.to_string()]).unwrap_or_default(),
+            "run_ids": e.run_id().map(|r| vec![r.to_string()]).unwrap_or_default(),
             "plan_id": null,
             "dry_run": !commit,
             "changed": false,

@@ -61,7 +61,7 @@ pub fn doctor(ctx: &Ctx) -> CmdResult {
         Err(e) => {
             r.bad(
                 "state directory",
-                format!("{} cannot be opened: {}", state_path.display(), e.message),
+                format!("{} cannot be opened: {}", state_path.display(), e.message()),
             );
             doc["state_dir"]["exists"] = json!(true);
         }
@@ -131,7 +131,7 @@ pub fn doctor(ctx: &Ctx) -> CmdResult {
                     );
                     doc["state_dir"]["records"] = json!(recs.len());
                 }
-                Err(e) => r.bad("run records", e.message.clone()),
+                Err(e) => r.bad("run records", e.message().to_owned()),
             }
             match sd.pending() {
                 Ok(p) if p.is_empty() => r.ok("pending journal", "none"),
@@ -152,7 +152,7 @@ pub fn doctor(ctx: &Ctx) -> CmdResult {
                 }
                 Err(e) => {
                     r.pending = true;
-                    r.bad("pending journal", e.message.clone());
+                    r.bad("pending journal", e.message().to_owned());
                 }
             }
         }
@@ -187,7 +187,7 @@ pub fn doctor(ctx: &Ctx) -> CmdResult {
                 )
                 .collect::<Vec<_>>());
         }
-        Err(e) => r.bad("recover would", format!("fail: {}", e.message)),
+        Err(e) => r.bad("recover would", format!("fail: {}", e.message())),
     }
     let err = if r.pending {
         Some(
@@ -207,7 +207,7 @@ pub fn doctor(ctx: &Ctx) -> CmdResult {
     };
     doc["problems"] = json!(r.problems);
     doc["exit_code"] = json!(err.as_ref().map_or(0, |e| e.exit_code()));
-    doc["error_id"] = err.as_ref().map_or(Value::Null, |e| json!(e.id.as_str()));
+    doc["error_id"] = err.as_ref().map_or(Value::Null, |e| json!(e.id().as_str()));
     let out: &Out = &ctx.out;
     out.json(&doc);
     let width = r.lines.iter().map(|(_, w, _)| w.len()).max().unwrap_or(0);

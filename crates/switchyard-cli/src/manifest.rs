@@ -453,14 +453,13 @@ impl Manifest {
                 let f = field(f);
                 if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
                     // S1: a symlinked directory is a policy matter, as in preflight.
-                    let mut err = usage(
+                    let err = usage(
                         &self.file,
                         self.pos(&d.at),
                         &f,
                         format!("{dir} is or contains a symlink; refusing to follow it (S1)"),
                     );
-                    err.id = ErrorId::Policy;
-                    err
+                    Error::new(ErrorId::Policy, err.message())
                 } else {
                     usage(
                         &self.file,

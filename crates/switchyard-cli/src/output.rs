@@ -97,15 +97,15 @@ impl Out {
         let mut line = format!(
             "{}: {}: {}",
             paint(self.color_err, Paint::Bold, "switchyard"),
-            paint(self.color_err, Paint::Red, &format!("error[{}]", e.id)),
-            crate::manifest::one_line(&e.message)
+            paint(self.color_err, Paint::Red, &format!("error[{}]", e.id())),
+            crate::manifest::one_line(e.message())
         );
-        if let Some(r) = &e.remediation {
+        if let Some(r) = e.remediation() {
             line.push_str(&format!(" (hint: {})", crate::manifest::one_line(r)));
         }
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{line}");
-        for t in &e.targets {
+        for t in e.targets() {
             let _ = writeln!(
                 err,
                 "  {}: {} — {}",

@@ -124,14 +124,13 @@ fn result_fact(o: &ActionOutcome, duration_ms: u64) -> Fact {
 }
 
 /// Fails the run: emits the summary failure fact and attaches the run ID.
-fn fail(em: &mut Emitter, mut e: Error, action_count: usize) -> Error {
+fn fail(em: &mut Emitter, e: Error, action_count: usize) -> Error {
     let mut f = Fact::new(Stage::ApplyResult, Decision::Failure);
     f.action_count = Some(action_count as u64);
     f.changed = Some(false);
     em.emit(f.failed(&e));
     em.flush();
-    e.run_id = Some(em.run_id);
-    e
+    e.with_run_id(em.run_id)
 }
 
 impl Switchyard {
@@ -336,7 +335,7 @@ impl Switchyard {
             }
             record.status = RunStatus::Committed;
             record.changed = changed;
-            record.error = Some(e.message.clone());
+            record.error = Some(e.message().to_owned());
             let mut f = summary(n, changed, perf, fsyncs).failed(&e);
             f.decision = Decision::Failure;
             em.emit(f);
@@ -344,9 +343,7 @@ impl Switchyard {
             state.write_record(&record, &em.jsonl())?;
             state.clear_journal(&record.run_id)?;
             em.flush();
-            let mut e = e;
-            e.run_id = Some(em.run_id);
-            return Err(e);
+            return Err(e.with_run_id(em.run_id));
         }
         if let Err(e) = hit(fp::APPLY_BEFORE_COMMIT) {
             return Err(self.abort(
@@ -374,13 +371,13 @@ impl Switchyard {
                     Ok(())
                 }
             });
-        if let Err(mut e) = cleared {
-            e.message = format!(
+        if let Err(e) = cleared {
+            let message = format!(
                 "run {} committed and is in effect, but {}; the next run or `recover` completes it",
-                record.run_id, e.message
+                record.run_id,
+                e.message()
             );
-            e.run_id = Some(em.run_id);
-            return Err(e);
+            return Err(e.with_message(message).with_run_id(em.run_id));
         }
         em.flush();
         Ok(ApplyReport {
@@ -456,12 +453,12 @@ impl Switchyard {
         // gone before undoing, or recovery would "complete" an undone run. If it cannot
         // be removed, the run is left applied, which is what the record says.
         if let Err(d) = state.discard_record(&record.run_id) {
-            let mut e = e;
-            e.message = format!(
+            let message = format!(
                 "{}; its record could not be discarded, so nothing was undone: the next run's recovery settles it from the journal ({})",
-                e.message, d.message
+                e.message(),
+                d.message()
             );
-            return fail(em, e, n);
+            return fail(em, e.with_message(message), n);
         }
         let undo = undo_actions(
             &self.root,
@@ -473,28 +470,27 @@ impl Switchyard {
         );
         let e = match undo {
             Ok(_) => e,
-            Err(mut u) => {
-                u.causes.insert(0, e.id);
-                u.message = format!("{}; undoing it failed: {}", e.message, u.message);
-                u
+            Err(u) => {
+                let message = format!("{}; undoing it failed: {}", e.message(), u.message());
+                u.caused_by(e.id()).with_message(message)
             }
         };
         record.status = RunStatus::Undone;
-        record.error = Some(e.message.clone());
+        record.error = Some(e.message().to_owned());
         let e = fail(em, e, n);
-        if e.targets.is_empty() {
+        if e.targets().is_empty() {
             // Fully undone: the record closes the run and the journal can go. If that
             // fails the journal stays, and the next run's recovery settles it again.
             if let Err(w) = state
                 .write_record(&record, &em.jsonl())
                 .and_then(|()| state.clear_journal(&record.run_id))
             {
-                let mut e = e;
-                e.message = format!(
+                let message = format!(
                     "{} (its journal stays for recovery: {})",
-                    e.message, w.message
+                    e.message(),
+                    w.message()
                 );
-                return e;
+                return e.with_message(message);
             }
         }
         e

@@ -422,14 +422,14 @@ pub(crate) fn preflight_error(report: &PreflightReport) -> Error {
     } else {
         ErrorId::Policy
     };
-    let mut e = Error::new(
+    Error::new(
         class,
         format!(
             "preflight stopped {} of {} actions; first: {first}",
             stops.len(),
             report.rows.len()
         ),
-    );
-    e.causes = causes.into_iter().filter(|c| *c != class).collect();
-    e.with_remediation("run `switchyard preflight` to see every stopped row and its reason")
+    )
+    .with_causes(causes)
+    .with_remediation("run `switchyard preflight` to see every stopped row and its reason")
 }

@@ -189,14 +189,14 @@ impl Fact {
     /// Marks this fact as the failure `e` (O8).
     pub fn failed(mut self, e: &Error) -> Fact {
         self.decision = Decision::Failure;
-        self.error_id = Some(e.id);
+        self.error_id = Some(e.id());
         self.exit_code = Some(e.exit_code());
         self.summary_error_ids = Some(e.summary_error_ids());
         self.error = Some(FactError {
-            kind: e.id,
-            errno: e.errno,
-            message: e.message.clone(),
-            remediation: e.remediation.clone(),
+            kind: e.id(),
+            errno: e.errno(),
+            message: e.message().to_owned(),
+            remediation: e.remediation().map(str::to_owned),
         });
         self
     }

@@ -196,19 +196,19 @@ mod tests {
     #[test]
     fn rejects_duplicates_cycles_and_oversize() {
         let dup = PlanInput::default().link(p("a"), p("b")).restore(p("a"));
-        assert_eq!(build(&dup, 10).unwrap_err().id, ErrorId::Usage);
+        assert_eq!(build(&dup, 10).unwrap_err().id(), ErrorId::Usage);
         let chain = PlanInput::default()
             .link(p("a"), p("b"))
             .link(p("b"), p("c"));
         assert!(build(&chain, 10)
             .unwrap_err()
-            .message
+            .message()
             .contains("both a source"));
         let selfl = PlanInput::default().link(p("a"), p("a"));
         assert!(build(&selfl, 10).is_err());
         let big = PlanInput::default()
             .link(p("a"), p("b"))
             .link(p("c"), p("d"));
-        assert!(build(&big, 1).unwrap_err().message.contains("limit of 1"));
+        assert!(build(&big, 1).unwrap_err().message().contains("limit of 1"));
     }
 }

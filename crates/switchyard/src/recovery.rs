@@ -94,17 +94,17 @@ impl Switchyard {
                 ) {
                     Ok(c) => changed = c,
                     Err(e) => {
-                        let mut e = e.within(ErrorId::Recovery);
-                        e.message = format!(
+                        let message = format!(
                             "interrupted run {} could not be recovered: {}",
-                            j.run_id, e.message
+                            j.run_id,
+                            e.message()
                         );
+                        let e = e.within(ErrorId::Recovery).with_message(message);
                         let mut f = Fact::new(Stage::RecoverySummary, Decision::Failure);
                         f.target_run_id = Some(j.run_id.to_string());
                         em.emit(f.failed(&e));
                         em.flush();
-                        e.run_id = Some(em.run_id);
-                        return Err(e);
+                        return Err(e.with_run_id(em.run_id));
                     }
                 }
                 if j.kind == RunKind::Rollback {

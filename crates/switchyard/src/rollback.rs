@@ -85,8 +85,8 @@ pub(crate) fn undo_actions(
             Ok(_) => ("restored", "none needed".to_owned()),
             Err(e) => (
                 "unknown",
-                e.remediation
-                    .clone()
+                e.remediation()
+                    .map(str::to_owned)
                     .unwrap_or_else(|| format!("inspect {} and its backup by hand", a.target)),
             ),
         };
@@ -118,22 +118,23 @@ pub(crate) fn undo_actions(
     match failures.len() {
         0 => Ok(changed),
         k => {
-            let mut e = Error::new(
+            let source = failures.iter_mut().find_map(Error::take_source);
+            let e = Error::new(
                 ErrorId::RestoreFailed,
                 format!(
                     "{k} of {} undo steps failed: {}",
                     states.len(),
                     failures
                         .iter()
-                        .map(|f| f.message.as_str())
+                        .map(Error::message)
                         .collect::<Vec<_>>()
                         .join("; ")
                 ),
             );
-            e.errno = failures.iter().find_map(|f| f.errno);
-            e.remediation = Some("see each target's state; fix the cause and run the same rollback again (it is idempotent)".into());
-            e.targets = states;
-            Err(e)
+            Err(e
+                .with_source(source)
+                .with_remediation("see each target's state; fix the cause and run the same rollback again (it is idempotent)")
+                .with_targets(states))
         }
     }
 }
@@ -218,7 +219,7 @@ impl Switchyard {
         // read only when this is not the newest apply (runs/LATEST).
         if !noop && state.latest_apply()? != Some(target.run_id) {
             if let Some((newer, path)) = newer_live_toucher(&state, target)? {
-                let mut e = Error::new(
+                let e = Error::new(
                     ErrorId::Policy,
                     format!(
                         "run {newer} (newer) also changed {path}; roll it back before run {}",
@@ -230,16 +231,14 @@ impl Switchyard {
                     target.run_id
                 ));
                 finish(&mut em, false, false, Some(&e));
-                e.run_id = Some(em.run_id);
-                return Err(e);
+                return Err(e.with_run_id(em.run_id));
             }
         }
         // S6: verify every backup before anything moves.
         if self.policy.require_sidecar_integrity {
-            if let Err(mut e) = verify_backups(&self.root, &actions) {
+            if let Err(e) = verify_backups(&self.root, &actions) {
                 finish(&mut em, false, false, Some(&e));
-                e.run_id = Some(em.run_id);
-                return Err(e);
+                return Err(e.with_run_id(em.run_id));
             }
         }
         if !commit {
@@ -303,16 +302,15 @@ impl Switchyard {
                     Some(state.facts_path(&em.run_id)),
                 ))
             }
-            Err(mut e) => {
+            Err(e) => {
                 // R5: the record names every target's state; the same rollback can be
                 // run again (undo is idempotent), so the journal is closed.
                 record.status = RunStatus::Undone;
-                record.error = Some(e.message.clone());
+                record.error = Some(e.message().to_owned());
                 finish(&mut em, true, false, Some(&e));
                 state.write_record(&record, &em.jsonl())?;
                 state.clear_journal(&record.run_id)?;
-                e.run_id = Some(em.run_id);
-                Err(e)
+                Err(e.with_run_id(em.run_id))
             }
         }
     }

@@ -87,8 +87,8 @@ fn tampered_backup_is_refused_with_nothing_changed_s6() {
     let err = sy
         .rollback(RunSelector::Id(rep.run_id), ApplyMode::Commit)
         .unwrap_err();
-    assert_eq!(err.id, ErrorId::RestoreFailed, "{err}");
-    assert!(err.message.contains("tampered"), "{err}");
+    assert_eq!(err.id(), ErrorId::RestoreFailed, "{err}");
+    assert!(err.message().contains("tampered"), "{err}");
     assert_eq!(f.tree(), mid, "nothing changed");
 }
 
@@ -116,7 +116,7 @@ fn preflight_stops_outside_allow_roots_and_symlinked_parents_s1_s7() {
     );
     let before = f.tree();
     let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
-    assert_eq!(err.id, ErrorId::Policy);
+    assert_eq!(err.id(), ErrorId::Policy);
     assert_eq!(f.tree(), before);
 }
 

@@ -118,7 +118,7 @@ fn golden_failure_stream_carries_error_ids_o8() {
     let err = sy
         .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
         .unwrap_err();
-    assert_eq!(err.id, switchyard::ErrorId::Smoke);
+    assert_eq!(err.id(), switchyard::ErrorId::Smoke);
     assert_eq!(err.exit_code(), 80);
     assert_eq!(f.tree(), before, "H3: smoke failure rolled back");
     golden(

@@ -41,9 +41,9 @@ fn lock_wait_is_bounded_and_reported_l2() {
     let err = sy
         .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
         .unwrap_err();
-    assert_eq!((err.id, err.exit_code()), (ErrorId::Locking, 30));
+    assert_eq!((err.id(), err.exit_code()), (ErrorId::Locking, 30));
     assert!(
-        err.message
+        err.message()
             .contains(&format!("held by pid {}", std::process::id())),
         "{err}"
     );
@@ -67,8 +67,8 @@ fn production_refuses_without_lock_manager_and_dev_warns_l3() {
     let err = sy
         .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
         .unwrap_err();
-    assert_eq!(err.id, ErrorId::Policy);
-    assert!(err.message.contains("lock manager"), "{err}");
+    assert_eq!(err.id(), ErrorId::Policy);
+    assert!(err.message().contains("lock manager"), "{err}");
     // H6: production also refuses without a smoke runner.
     let mut p = Policy::production();
     p.allow_roots = vec![sp("usr/bin")];
@@ -80,7 +80,7 @@ fn production_refuses_without_lock_manager_and_dev_warns_l3() {
     let err = sy
         .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
         .unwrap_err();
-    assert!(err.message.contains("smoke runner"), "{err}");
+    assert!(err.message().contains("smoke runner"), "{err}");
 
     let mut dev = Policy::dev();
     dev.allow_roots = vec![sp("usr/bin")];
@@ -131,9 +131,9 @@ fn failed_rollback_step_reports_every_target_r5() {
     let err = sy
         .rollback(RunSelector::Id(rep.run_id), ApplyMode::Commit)
         .unwrap_err();
-    assert_eq!((err.id, err.exit_code()), (ErrorId::RestoreFailed, 70));
+    assert_eq!((err.id(), err.exit_code()), (ErrorId::RestoreFailed, 70));
     let states: Vec<(&str, &str)> = err
-        .targets
+        .targets()
         .iter()
         .map(|t| (t.path.as_str(), t.state.as_str()))
         .collect();
@@ -145,7 +145,11 @@ fn failed_rollback_step_reports_every_target_r5() {
             ("usr/bin/cat", "restored")
         ]
     );
-    let ls = err.targets.iter().find(|t| t.path == "usr/bin/ls").unwrap();
+    let ls = err
+        .targets()
+        .iter()
+        .find(|t| t.path == "usr/bin/ls")
+        .unwrap();
     assert!(
         ls.remediation.contains("move the unexpected node"),
         "{}",
@@ -200,7 +204,7 @@ fn strict_policy_refuses_sources_not_owned_by_root_or_writable_s3() {
     let err = sy
         .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
         .unwrap_err();
-    assert_eq!(err.id, ErrorId::Policy);
+    assert_eq!(err.id(), ErrorId::Policy);
     assert_eq!(
         err.summary_error_ids(),
         [ErrorId::Ownership, ErrorId::Policy],

@@ -86,14 +86,17 @@ fn target_replaced_between_journal_and_swap_changes_nothing_a3() {
     let plan = link_ls(&sy);
     let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
     fail::remove(fp::APPLY_AFTER_JOURNAL);
-    eprintln!("apply error: {} / {}", err.id.as_str(), err.message);
+    eprintln!("apply error: {} / {}", err.id().as_str(), err.message());
     eprintln!("usr/bin now: {:?}", names(&f));
     eprintln!(
         "ls link: {:?}",
         std::fs::read_link(f.host("usr/bin/ls")).ok()
     );
     let rec = sy.recover(ApplyMode::Commit);
-    eprintln!("recover: {:?}", rec.as_ref().map_err(|e| e.message.clone()));
+    eprintln!(
+        "recover: {:?}",
+        rec.as_ref().map_err(|e| e.message().to_owned())
+    );
     assert!(
         std::fs::symlink_metadata(f.host("usr/bin/ls"))
             .unwrap()
@@ -121,10 +124,13 @@ fn absent_target_created_between_journal_and_swap_is_left_alone() {
     let plan = sy.plan(&standard_input()).unwrap();
     let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
     fail::remove(fp::APPLY_AFTER_JOURNAL);
-    eprintln!("apply error: {} / {}", err.id.as_str(), err.message);
+    eprintln!("apply error: {} / {}", err.id().as_str(), err.message());
     eprintln!("usr/bin now: {:?}", names(&f));
     let rec = sy.recover(ApplyMode::Commit);
-    eprintln!("recover: {:?}", rec.as_ref().map_err(|e| e.message.clone()));
+    eprintln!(
+        "recover: {:?}",
+        rec.as_ref().map_err(|e| e.message().to_owned())
+    );
     // Even an unrelated plan is now refused.
     let other = sy
         .plan(&PlanInput::default().link(sp("usr/bin/keep"), sp("usr/lib/alt/keep")))
@@ -132,7 +138,7 @@ fn absent_target_created_between_journal_and_swap_is_left_alone() {
     let o = sy.apply(&other, ApplyMode::Commit);
     eprintln!(
         "unrelated apply: {:?}",
-        o.as_ref().map(|_| ()).map_err(|e| e.id.as_str())
+        o.as_ref().map(|_| ()).map_err(|e| e.id().as_str())
     );
     assert!(
         rec.is_ok(),
@@ -169,7 +175,9 @@ fn source_resolving_to_a_target_is_refused_a2() {
     let meta = std::fs::metadata(f.host("usr/bin/ls"));
     eprintln!(
         "apply: {:?}; stat(ls): {:?}",
-        r.as_ref().map(|r| r.changed).map_err(|e| e.message.clone()),
+        r.as_ref()
+            .map(|r| r.changed)
+            .map_err(|e| e.message().to_owned()),
         meta.as_ref().map(|_| ())
     );
     assert!(
@@ -220,8 +228,8 @@ fn rollback_out_of_order_is_refused_and_newest_first_restores_r7() {
     let err = sy
         .rollback(RunSelector::Id(a.run_id), ApplyMode::Commit)
         .unwrap_err();
-    assert_eq!(err.id, ErrorId::Policy, "{err}");
-    assert!(err.message.contains(&r.run_id.to_string()), "{err}");
+    assert_eq!(err.id(), ErrorId::Policy, "{err}");
+    assert!(err.message().contains(&r.run_id.to_string()), "{err}");
     assert_eq!(f.tree(), mid);
     // Newest first works and ends exactly pre-plan.
     sy.rollback(RunSelector::Id(r.run_id), ApplyMode::Commit)
@@ -250,7 +258,7 @@ fn plans_may_not_name_switchyard_backups_or_state() {
         let err = sy
             .plan(&PlanInput::default().link(sp(t), sp(s)))
             .unwrap_err();
-        assert_eq!(err.id, ErrorId::Usage, "{t} -> {s}: {err}");
+        assert_eq!(err.id(), ErrorId::Usage, "{t} -> {s}: {err}");
     }
 }
 
@@ -275,7 +283,7 @@ fn preflight_never_blocks_on_a_fifo() {
         let plan = sy
             .plan(&PlanInput::default().link(sp("usr/bin/cat"), sp("usr/lib/alt/cat")))
             .unwrap();
-        let _ = tx.send(sy.preflight(&plan).map(|r| r.ok()).map_err(|e| e.id));
+        let _ = tx.send(sy.preflight(&plan).map(|r| r.ok()).map_err(|e| e.id()));
     });
     let got = rx.recv_timeout(std::time::Duration::from_secs(5));
     assert!(
@@ -302,7 +310,9 @@ fn source_through_symlinked_target_is_refused_a2() {
     let meta = std::fs::metadata(f.host("usr/bin/cat"));
     eprintln!(
         "apply: {:?}; stat(cat): {:?}",
-        r.as_ref().map(|r| r.changed).map_err(|e| e.message.clone()),
+        r.as_ref()
+            .map(|r| r.changed)
+            .map_err(|e| e.message().to_owned()),
         meta.as_ref().map(|_| ())
     );
     assert!(
@@ -333,10 +343,13 @@ fn crash_after_exchange_with_replaced_target_recovers_their_node_a3() {
     let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
     fail::remove(fp::APPLY_AFTER_STAGE);
     fail::remove(fp::APPLY_AFTER_SWAP);
-    eprintln!("apply: {} / {}", err.id.as_str(), err.message);
+    eprintln!("apply: {} / {}", err.id().as_str(), err.message());
     eprintln!("usr/bin: {:?}", names(&f));
     let rec = sy.recover(ApplyMode::Commit);
-    eprintln!("recover: {:?}", rec.as_ref().map_err(|e| e.message.clone()));
+    eprintln!(
+        "recover: {:?}",
+        rec.as_ref().map_err(|e| e.message().to_owned())
+    );
     assert!(rec.is_ok(), "recovery wedged");
     assert_eq!(
         std::fs::read(f.host("usr/bin/ls")).unwrap(),
@@ -408,12 +421,12 @@ fn out_of_order_rollback_under_newer_link_run_is_refused_as_policy_r7() {
         .unwrap_err();
     eprintln!(
         "{} / {} / {:?}",
-        err.id.as_str(),
-        err.message,
-        err.remediation
+        err.id().as_str(),
+        err.message(),
+        err.remediation()
     );
-    assert_eq!(err.id, ErrorId::Policy, "{err}");
-    assert!(err.message.contains(&b.run_id.to_string()), "{err}");
+    assert_eq!(err.id(), ErrorId::Policy, "{err}");
+    assert!(err.message().contains(&b.run_id.to_string()), "{err}");
 }
 
 /// same, but the newer run links the same source after a package upgrade
@@ -434,7 +447,9 @@ fn out_of_order_rollback_under_a_relink_is_refused_r7() {
     let r = sy.rollback(RunSelector::Id(a.run_id), ApplyMode::Commit);
     eprintln!(
         "rollback older: {:?}",
-        r.as_ref().map(|r| r.changed).map_err(|e| e.message.clone())
+        r.as_ref()
+            .map(|r| r.changed)
+            .map_err(|e| e.message().to_owned())
     );
     eprintln!("usr/bin: {:?}", names(&f));
     let rb = sy.rollback(RunSelector::Id(b.run_id), ApplyMode::Commit);
@@ -442,7 +457,7 @@ fn out_of_order_rollback_under_a_relink_is_refused_r7() {
         "rollback newer: {:?}",
         rb.as_ref()
             .map(|r| r.changed)
-            .map_err(|e| e.message.clone())
+            .map_err(|e| e.message().to_owned())
     );
     assert!(
         r.is_err(),
@@ -476,13 +491,15 @@ fn link_restore_link_rolled_back_newest_first_is_exact_r7() {
         first
             .as_ref()
             .map(|r| r.changed)
-            .map_err(|e| e.message.clone())
+            .map_err(|e| e.message().to_owned())
     );
     for id in [r3.run_id, r2.run_id, r1.run_id] {
         let r = sy.rollback(RunSelector::Id(id), ApplyMode::Commit);
         eprintln!(
             "rollback {id}: {:?}",
-            r.as_ref().map(|r| r.changed).map_err(|e| e.message.clone())
+            r.as_ref()
+                .map(|r| r.changed)
+                .map_err(|e| e.message().to_owned())
         );
     }
     eprintln!(
@@ -513,6 +530,9 @@ fn host_state_dir_inside_the_root_is_never_planned() {
     let err = sy
         .plan(&PlanInput::default().link(sp("srv/state/lock"), sp("usr/lib/alt/ls")))
         .unwrap_err();
-    assert_eq!(err.id, ErrorId::Usage, "{err}");
-    assert!(err.message.contains("inside the state directory"), "{err}");
+    assert_eq!(err.id(), ErrorId::Usage, "{err}");
+    assert!(
+        err.message().contains("inside the state directory"),
+        "{err}"
+    );
 }

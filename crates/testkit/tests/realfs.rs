@@ -36,7 +36,7 @@ fn enospc_at_every_inode_allocation_leaves_pre_plan_a3_r4() {
                 failures += 1;
                 let ctx = format!("+{extra} inodes: {e}");
                 assert!(
-                    e.errno == Some(28) || e.message.contains("No space left"),
+                    e.errno() == Some(28) || e.message().contains("No space left"),
                     "{ctx}"
                 );
                 assert_eq!(f.tree(), before, "{ctx}: not pre-plan (R4)");
@@ -74,7 +74,7 @@ fn immutable_target_stops_preflight_and_fails_the_swap_safely_s2() {
     assert!(row.notes.iter().any(|n| n.contains("immutable")), "{row:?}");
     let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
     chattr("-i", &ls);
-    assert_eq!(err.id, ErrorId::Policy);
+    assert_eq!(err.id(), ErrorId::Policy);
     assert_eq!(f.tree(), before);
 
     // Made immutable after preflight, between journal and swap: the kernel refuses
@@ -84,8 +84,8 @@ fn immutable_target_stops_preflight_and_fails_the_swap_safely_s2() {
     let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
     fail::remove(fp::APPLY_AFTER_JOURNAL);
     chattr("-i", &ls);
-    assert_eq!(err.id, ErrorId::AtomicSwap, "{err}");
-    assert_eq!(err.errno, Some(1), "EPERM from the kernel: {err}");
+    assert_eq!(err.id(), ErrorId::AtomicSwap, "{err}");
+    assert_eq!(err.errno(), Some(1), "EPERM from the kernel: {err}");
     assert_eq!(f.tree(), before);
     assert!(!sy.status().unwrap().pending_journal);
 }
@@ -103,8 +103,8 @@ fn read_only_and_noexec_mounts_stop_preflight_with_nothing_changed_s2() {
         let (sy, _) = engine_for(f.path(), Policy::dev());
         let plan = sy.plan(&standard_input()).unwrap();
         let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
-        assert_eq!(err.id, ErrorId::Policy, "{opt}: {err}");
-        assert!(err.message.contains(word), "{opt}: {err}");
+        assert_eq!(err.id(), ErrorId::Policy, "{opt}: {err}");
+        assert!(err.message().contains(word), "{opt}: {err}");
         assert_eq!(
             switchyard_testkit::Tree::capture(f.path(), &[]),
             before,

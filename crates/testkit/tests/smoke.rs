@@ -100,9 +100,9 @@ fn a_failing_check_rolls_the_commit_back_with_its_cause_h3() {
     let err = sy
         .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
         .unwrap_err();
-    assert_eq!((err.id, err.exit_code()), (ErrorId::Smoke, 80));
+    assert_eq!((err.id(), err.exit_code()), (ErrorId::Smoke, 80));
     assert!(
-        err.message.contains("stdout does not contain \"gnu-ls\""),
+        err.message().contains("stdout does not contain \"gnu-ls\""),
         "{err}"
     );
     assert_eq!(f.tree(), before, "H3: rolled back");
@@ -133,7 +133,7 @@ fn disable_auto_rollback_keeps_the_swap_but_still_fails_h3() {
     let err = sy
         .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
         .unwrap_err();
-    assert_eq!(err.id, ErrorId::Smoke);
+    assert_eq!(err.id(), ErrorId::Smoke);
     switchyard_testkit::assert_applied(&before, &f.tree());
     assert!(!sy.status().unwrap().pending_journal);
 }

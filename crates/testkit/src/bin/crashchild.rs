@@ -51,6 +51,6 @@ fn main() {
         "recover" => sy.recover(ApplyMode::Commit).map(|r| r.changed),
         op => panic!("unknown op {op}"),
     };
-    let end = ChildEnd::Finished(result.map_err(|e| e.id.as_str().to_owned()));
+    let end = ChildEnd::Finished(result.map_err(|e| e.id().as_str().to_owned()));
     println!("{}", serde_json::to_string(&end).unwrap_or_default());
 }
