@@ -17,7 +17,10 @@
 use crate::adapters::smoke::SmokeContext;
 use crate::engine::{ApplyMode, Switchyard};
 use crate::error::{Error, ErrorId, Result};
-use crate::facts::{Decision, Emitter, Fact, Perf, Stage};
+use crate::facts::{
+    ApplyActionFact, ApplyResultFact, ApplySummaryFact, Emitter, Event, Fact, HashAlg, Perf,
+    SmokeFact, Stage,
+};
 use crate::failpoints::{self as fp, hit};
 use crate::journal::{ActionRecord, RunKind, RunRecord, RunStatus, StateDir, RECORD_FORMAT};
 use crate::node::{lstat, sha256_bytes, NodeKind};
@@ -107,27 +110,37 @@ fn outcome(r: &ActionRecord, after_kind: NodeKind) -> ActionOutcome {
 }
 
 fn result_fact(o: &ActionOutcome, duration_ms: u64) -> Fact {
-    let mut f =
-        Fact::new(Stage::ApplyResult, Decision::Success).for_action(&o.action_id, &o.target);
-    f.kind = Some(o.kind.as_str().into());
-    f.before_kind = Some(o.before_kind.as_str().into());
-    f.after_kind = Some(o.after_kind.as_str().into());
-    f.before_hash = o.before_hash.clone();
-    f.after_hash = o.after_hash.clone();
-    f.hash_alg = Some("sha256".into());
-    f.backup = o.backup.clone();
-    f.backup_durable = Some(o.backup.is_some());
-    f.degraded = Some(false);
-    f.noop = Some(o.noop);
-    f.duration_ms = Some(duration_ms);
-    f
+    Fact::new(Event::ApplyResult(ApplyResultFact::Action(
+        ApplyActionFact {
+            action_id: o.action_id,
+            path: o.target.clone(),
+            kind: o.kind,
+            before_kind: o.before_kind,
+            after_kind: o.after_kind,
+            before_hash: o.before_hash.clone(),
+            after_hash: o.after_hash.clone(),
+            hash_alg: HashAlg::Sha256,
+            backup: o.backup.clone(),
+            backup_durable: o.backup.is_some(),
+            degraded: false,
+            degraded_reason: None,
+            noop: o.noop,
+            duration_ms,
+        },
+    )))
 }
 
 /// Fails the run: emits the summary failure fact and attaches the run ID.
 fn fail(em: &mut Emitter, e: Error, action_count: usize) -> Error {
-    let mut f = Fact::new(Stage::ApplyResult, Decision::Failure);
-    f.action_count = Some(action_count as u64);
-    f.changed = Some(false);
+    let f = Fact::new(Event::ApplyResult(ApplyResultFact::Summary(
+        ApplySummaryFact {
+            action_count: action_count as u64,
+            changed: false,
+            perf: None,
+            fsync_count: None,
+            failure: None,
+        },
+    )));
     em.emit(f.failed(&e));
     em.flush();
     e.with_run_id(em.run_id)
@@ -155,7 +168,7 @@ impl Switchyard {
             let (_, report) = self.inspect(plan, &[]);
             if !report.ok() {
                 let mut em = self.emitter(Some(plan.plan_id), false);
-                em.emit(self.lock_fact(Stage::ApplyAttempt, None));
+                em.emit(self.lock_fact(None));
                 return Err(fail(&mut em, crate::engine::preflight_error(&report), n));
             }
         }
@@ -169,7 +182,7 @@ impl Switchyard {
             _ => None,
         };
         let mut em = self.emitter(Some(plan.plan_id), !commit);
-        em.emit(self.lock_fact(Stage::ApplyAttempt, guard.as_ref()));
+        em.emit(self.lock_fact(guard.as_ref()));
         if let (Some(s), true) = (&state, commit) {
             self.recover_locked(s).map_err(|e| fail(&mut em, e, n))?;
         }
@@ -336,9 +349,7 @@ impl Switchyard {
             record.status = RunStatus::Committed;
             record.changed = changed;
             record.error = Some(e.message().to_owned());
-            let mut f = summary(n, changed, perf, fsyncs).failed(&e);
-            f.decision = Decision::Failure;
-            em.emit(f);
+            em.emit(summary(n, changed, perf, fsyncs).failed(&e));
             smoke_facts.into_iter().for_each(|f| em.emit(f));
             state.write_record(&record, &em.jsonl())?;
             state.clear_journal(&record.run_id)?;
@@ -403,15 +414,10 @@ impl Switchyard {
         let mut facts = Vec::new();
         let mut failed = Vec::new();
         for o in &outcomes {
-            let mut f = Fact::new(
-                Stage::Smoke,
-                if o.ok {
-                    Decision::Success
-                } else {
-                    Decision::Failure
-                },
-            );
-            f.check = Some(o.check.clone());
+            let mut f = Fact::new(Event::Smoke(SmokeFact {
+                check: o.check.clone(),
+                failure: None,
+            }));
             if !o.ok {
                 // H4: a check that failed, or could not run, records its cause.
                 let cause = o
@@ -507,10 +513,13 @@ fn planned_kind(r: &ActionRecord) -> NodeKind {
 }
 
 fn summary(n: usize, changed: bool, perf: Perf, fsyncs: u64) -> Fact {
-    let mut f = Fact::new(Stage::ApplyResult, Decision::Success);
-    f.action_count = Some(n as u64);
-    f.changed = Some(changed);
-    f.perf = Some(perf);
-    f.fsync_count = Some(fsyncs);
-    f
+    Fact::new(Event::ApplyResult(ApplyResultFact::Summary(
+        ApplySummaryFact {
+            action_count: n as u64,
+            changed,
+            perf: Some(perf),
+            fsync_count: Some(fsyncs),
+            failure: None,
+        },
+    )))
 }

@@ -9,7 +9,10 @@
 use crate::adapters::lock::{LockGuard, LockManager};
 use crate::adapters::smoke::SmokeRunner;
 use crate::error::{Error, ErrorId, Result};
-use crate::facts::{Decision, Emitter, Fact, FactSink, Stage};
+use crate::facts::{
+    Decision, Emitter, Event, Fact, FactSink, LockFact, PlanFact, PreflightFact,
+    PreflightSummaryFact,
+};
 use crate::journal::{RunRecord, StateDir, StateLocation};
 use crate::node::{Node, NodeKind};
 use crate::path::{Resolver, Root, SafePath};
@@ -237,25 +240,21 @@ impl Switchyard {
     }
 
     /// The `apply.attempt`-style lock fields; a WARN fact without a lock manager (L3).
-    pub(crate) fn lock_fact(&self, stage: Stage, guard: Option<&LockGuard>) -> Fact {
+    pub(crate) fn lock_fact(&self, guard: Option<&LockGuard>) -> Fact {
         let backend = self.lock.as_ref().map_or("none", |l| l.backend());
-        let mut f = Fact::new(
-            stage,
-            if self.lock.is_some() {
-                Decision::Success
-            } else {
-                Decision::Warn
-            },
-        );
-        f.lock_backend = Some(backend.to_owned());
-        f.lock_wait_ms = Some(guard.map_or(0, |g| g.wait_ms));
-        f.lock_attempts = Some(guard.map_or(0, |g| g.attempts));
-        if self.lock.is_none() {
-            f.notes = Some(vec![
-                "no lock manager configured: concurrent runs are not serialized".into(),
-            ]);
+        let f = Fact::new(Event::ApplyAttempt(LockFact {
+            lock_backend: backend.to_owned(),
+            lock_wait_ms: guard.map_or(0, |g| g.wait_ms),
+            lock_attempts: guard.map_or(0, |g| g.attempts),
+            notes: self.lock.is_none().then(|| {
+                vec!["no lock manager configured: concurrent runs are not serialized".into()]
+            }),
+        }));
+        if self.lock.is_some() {
+            f
+        } else {
+            f.decided(Decision::Warn)
         }
-        f
     }
 
     /// Plans `input` (D1). Emits one `plan` fact per action.
@@ -281,11 +280,12 @@ impl Switchyard {
         }
         let mut em = self.emitter(Some(plan.plan_id), true);
         for a in &plan.actions {
-            let mut f = Fact::new(Stage::Plan, Decision::Success)
-                .for_action(&a.action_id, a.target.as_str());
-            f.kind = Some(a.kind.as_str().into());
-            f.source = a.source.as_ref().map(|s| s.to_string());
-            em.emit(f);
+            em.emit(Fact::new(Event::Plan(PlanFact {
+                action_id: a.action_id,
+                path: a.target.to_string(),
+                kind: a.kind,
+                source: a.source.as_ref().map(|s| s.to_string()),
+            })));
         }
         em.flush();
         Ok(plan)
@@ -377,26 +377,25 @@ pub(crate) fn emit_preflight(em: &mut Emitter, report: &PreflightReport) {
                 Decision::Failure
             }
         };
-        let mut f =
-            Fact::new(Stage::Preflight, decision).for_action(&row.action_id, row.path.as_str());
-        f.kind = Some(row.kind.as_str().into());
-        f.current_kind = Some(row.current_kind.as_str().into());
-        f.planned_kind = Some(row.planned_kind.as_str().into());
-        f.verdict = Some(row.verdict.as_str().into());
-        f.notes = Some(row.notes.clone());
-        em.emit(f);
+        em.emit(
+            Fact::new(Event::Preflight(PreflightFact {
+                action_id: row.action_id,
+                path: row.path.to_string(),
+                kind: row.kind,
+                current_kind: row.current_kind,
+                planned_kind: row.planned_kind,
+                verdict: row.verdict,
+                notes: row.notes.clone(),
+            }))
+            .decided(decision),
+        );
     }
-    let mut s = Fact::new(
-        Stage::PreflightSummary,
-        if stops > 0 {
-            Decision::Failure
-        } else {
-            Decision::Success
-        },
-    );
-    s.action_count = Some(report.rows.len() as u64);
-    s.stops = Some(stops);
-    s.warnings = Some(warnings);
+    let mut s = Fact::new(Event::PreflightSummary(PreflightSummaryFact {
+        action_count: report.rows.len() as u64,
+        stops,
+        warnings,
+        failure: None,
+    }));
     if stops > 0 {
         s = s.failed(&preflight_error(report));
     }

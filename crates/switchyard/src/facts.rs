@@ -1,16 +1,24 @@
 //! Facts (O1–O3, O5, O8): one JSON line per step, with a versioned schema.
 //!
 //! Contract:
-//! - Every fact carries the v2 envelope of SPEC §5.1; [`Emitter`] fills it, numbering
-//!   `seq` from 0 per run.
-//! - [`Fact`] is the schema: `schema/facts.schema.json` is generated from it (a test
-//!   fails if the committed file differs) and unknown fields are rejected.
+//! - Every fact carries the [`Envelope`] (schema version 2); [`Emitter`] fills it,
+//!   numbering `seq` from 0 per run.
+//! - A fact is an [`Event`]: one variant per stage, whose type holds exactly the
+//!   fields that stage carries, so a stage's required fields are required by the
+//!   type. Failed steps carry the O8 error fields ([`Failure`]).
+//! - `schema/facts.schema.json` is generated from these types by [`json_schema`] (a
+//!   test fails if the committed file differs): one closed shape per stage, unknown
+//!   fields rejected.
 //! - Facts name paths root-relative, never by host path, so streams from different
 //!   temp roots are comparable.
-//! - [`redact`] is the canonical redaction of SPEC §5.3; after it, a dry-run stream
-//!   equals the commit stream minus `smoke` events (O2).
+//! - [`redact`] is the canonical redaction (`docs/GUARANTEES.md`, O2); after it, a
+//!   dry-run stream equals the commit stream minus `smoke` events.
 
 use crate::error::{Error, ErrorId};
+use crate::node::NodeKind;
+use crate::plan::ActionKind;
+use crate::preflight::Verdict;
+use crate::recovery::Outcome;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -22,48 +30,107 @@ use uuid::Uuid;
 /// Version of the fact schema (`schema_version`).
 pub const SCHEMA_VERSION: u32 = 2;
 
-/// Which step a fact describes (SPEC §5.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// Which step a fact describes: the value of its `event` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[non_exhaustive]
 pub enum Stage {
+    /// One per planned action.
     #[serde(rename = "plan")]
     Plan,
+    /// One per preflight row.
     #[serde(rename = "preflight")]
     Preflight,
+    /// The verdict of a preflight.
     #[serde(rename = "preflight.summary")]
     PreflightSummary,
+    /// The lock taken (or not) by a mutating run.
     #[serde(rename = "apply.attempt")]
     ApplyAttempt,
+    /// One per action of an apply, then the apply's summary.
     #[serde(rename = "apply.result")]
     ApplyResult,
+    /// One per smoke check (commit only).
     #[serde(rename = "smoke")]
     Smoke,
+    /// One per action undone by a rollback (or an automatic undo).
     #[serde(rename = "rollback")]
     Rollback,
+    /// The summary of a rollback.
     #[serde(rename = "rollback.summary")]
     RollbackSummary,
+    /// One per action undone by recovery.
     #[serde(rename = "recovery")]
     Recovery,
+    /// One per interrupted run that recovery settled.
     #[serde(rename = "recovery.summary")]
     RecoverySummary,
+}
+
+impl Stage {
+    /// Every stage, in the order of a run.
+    pub const ALL: [Stage; 10] = [
+        Stage::Plan,
+        Stage::Preflight,
+        Stage::PreflightSummary,
+        Stage::ApplyAttempt,
+        Stage::ApplyResult,
+        Stage::Smoke,
+        Stage::Rollback,
+        Stage::RollbackSummary,
+        Stage::Recovery,
+        Stage::RecoverySummary,
+    ];
+
+    /// The name written in the `event` field, e.g. `"apply.result"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Stage::Plan => "plan",
+            Stage::Preflight => "preflight",
+            Stage::PreflightSummary => "preflight.summary",
+            Stage::ApplyAttempt => "apply.attempt",
+            Stage::ApplyResult => "apply.result",
+            Stage::Smoke => "smoke",
+            Stage::Rollback => "rollback",
+            Stage::RollbackSummary => "rollback.summary",
+            Stage::Recovery => "recovery",
+            Stage::RecoverySummary => "recovery.summary",
+        }
+    }
 }
 
 /// `success`, `failure` or `warn`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
+    /// The step did what it set out to do.
     #[default]
     Success,
+    /// The step failed; the fact says why.
     Failure,
+    /// The step succeeded with a caveat (see its `notes`).
     Warn,
+}
+
+/// The hash algorithm of `before_hash`/`after_hash` (O5): always SHA-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HashAlg {
+    /// SHA-256, hex-encoded.
+    #[default]
+    Sha256,
 }
 
 /// Time spent per phase of an apply, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Perf {
+    /// Hashing targets and sources.
     pub hash_ms: u64,
+    /// Writing the journal (the sidecar of every backup).
     pub backup_ms: u64,
+    /// Staging and swapping.
     pub swap_ms: u64,
+    /// Making the touched directories durable.
     pub fsync_ms: u64,
 }
 
@@ -71,141 +138,412 @@ pub struct Perf {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FactError {
+    /// The error's class.
     pub kind: ErrorId,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The OS error number behind it, when an I/O error caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errno: Option<i32>,
+    /// One line naming the path and what went wrong.
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// What to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remediation: Option<String>,
 }
 
-macro_rules! fact_struct {
-    ($( $(#[$m:meta])* $name:ident : $ty:ty ),* $(,)?) => {
-        /// One fact. Envelope fields first; the rest appear on the stages that use them.
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-        #[serde(deny_unknown_fields)]
-        #[schemars(title = "Switchyard fact", description = "One line of a Switchyard facts.jsonl (schema_version 2)")]
-        pub struct Fact {
-            pub schema_version: u32,
-            /// RFC 3339 UTC.
-            pub ts: String,
-            pub event: Stage,
-            pub run_id: String,
-            pub event_id: String,
-            /// Position in the run's stream, from 0.
-            pub seq: u64,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            pub plan_id: Option<String>,
-            pub dry_run: bool,
-            pub switchyard_version: String,
-            pub decision: Decision,
-            $( $(#[$m])* #[serde(default, skip_serializing_if = "Option::is_none")] pub $name: Option<$ty>, )*
-        }
-
-        impl Fact {
-            /// A fact of `event` with an empty envelope ([`Emitter::emit`] fills it).
-            pub fn new(event: Stage, decision: Decision) -> Fact {
-                Fact {
-                    schema_version: SCHEMA_VERSION,
-                    ts: String::new(),
-                    event,
-                    run_id: String::new(),
-                    event_id: String::new(),
-                    seq: 0,
-                    plan_id: None,
-                    dry_run: false,
-                    switchyard_version: String::new(),
-                    decision,
-                    $( $name: None, )*
-                }
-            }
-        }
-    };
+/// The error fields of a failed step (O8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Failure {
+    /// The top-level class.
+    pub error_id: ErrorId,
+    /// The exit code of that class.
+    pub exit_code: i32,
+    /// Specific causes first, then the class.
+    pub summary_error_ids: Vec<ErrorId>,
+    /// The details.
+    pub error: FactError,
 }
 
-fact_struct! {
-    /// Per-action events: the action's ID.
-    action_id: String,
-    /// Per-action events: root-relative target path.
-    path: String,
+impl Failure {
+    /// The failure fields of `e`.
+    pub fn of(e: &Error) -> Failure {
+        Failure {
+            error_id: e.id(),
+            exit_code: e.exit_code(),
+            summary_error_ids: e.summary_error_ids(),
+            error: FactError {
+                kind: e.id(),
+                errno: e.errno(),
+                message: e.message().to_owned(),
+                remediation: e.remediation().map(str::to_owned),
+            },
+        }
+    }
+}
+
+/// The envelope every fact carries (schema version 2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Envelope {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// When the fact was emitted, RFC 3339 UTC.
+    pub ts: String,
+    /// The run that emitted it (UUIDv7).
+    pub run_id: Uuid,
+    /// This fact's ID: UUIDv5 of its `seq` in the run's namespace.
+    pub event_id: Uuid,
+    /// Position in the run's stream, from 0.
+    pub seq: u64,
+    /// The plan the run carries out, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<Uuid>,
+    /// Whether the run was a dry-run.
+    pub dry_run: bool,
+    /// The library version that emitted it.
+    pub switchyard_version: String,
+    /// How the step ended.
+    pub decision: Decision,
+}
+
+/// One fact: the envelope, then the fields of its stage. Serialized as one flat JSON
+/// object whose `event` field names the stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Fact {
+    /// Fields every fact carries.
+    #[serde(flatten)]
+    pub envelope: Envelope,
+    /// The stage and its fields.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// The stage of a fact with the fields that stage carries (`event` is the tag).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event")]
+#[non_exhaustive]
+pub enum Event {
+    /// `plan`.
+    #[serde(rename = "plan")]
+    Plan(PlanFact),
+    /// `preflight`.
+    #[serde(rename = "preflight")]
+    Preflight(PreflightFact),
+    /// `preflight.summary`.
+    #[serde(rename = "preflight.summary")]
+    PreflightSummary(PreflightSummaryFact),
+    /// `apply.attempt`.
+    #[serde(rename = "apply.attempt")]
+    ApplyAttempt(LockFact),
+    /// `apply.result`: per action or the summary.
+    #[serde(rename = "apply.result")]
+    ApplyResult(ApplyResultFact),
+    /// `smoke`.
+    #[serde(rename = "smoke")]
+    Smoke(SmokeFact),
+    /// `rollback`.
+    #[serde(rename = "rollback")]
+    Rollback(UndoFact),
+    /// `rollback.summary`.
+    #[serde(rename = "rollback.summary")]
+    RollbackSummary(RollbackSummaryFact),
+    /// `recovery`.
+    #[serde(rename = "recovery")]
+    Recovery(UndoFact),
+    /// `recovery.summary`.
+    #[serde(rename = "recovery.summary")]
+    RecoverySummary(RecoverySummaryFact),
+}
+
+/// A planned action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PlanFact {
+    /// The action's ID (UUIDv5, D1).
+    pub action_id: Uuid,
+    /// Root-relative target path.
+    pub path: String,
     /// `link` or `restore`.
-    kind: String,
+    pub kind: ActionKind,
     /// Root-relative source of a link.
-    source: String,
-    /// Number of actions (plan, summaries).
-    action_count: u64,
-    /// Preflight: what the target is now.
-    current_kind: String,
-    /// Preflight: what the target will be.
-    planned_kind: String,
-    /// Preflight: `ok`, `warn` or `stop`.
-    verdict: String,
-    /// Preflight: reasons behind the verdict.
-    notes: Vec<String>,
-    /// Preflight summary: rows that stop the plan.
-    stops: u64,
-    /// Preflight summary: rows with warnings.
-    warnings: u64,
-    /// `flock` or `none`.
-    lock_backend: String,
-    lock_wait_ms: u64,
-    lock_attempts: u64,
-    before_kind: String,
-    after_kind: String,
-    /// SHA-256 of what the path resolved to before (O5).
-    before_hash: String,
-    /// SHA-256 of what the path resolves to after (O5).
-    after_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// One preflight row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PreflightFact {
+    /// The action's ID.
+    pub action_id: Uuid,
+    /// Root-relative target path.
+    pub path: String,
+    /// `link` or `restore`.
+    pub kind: ActionKind,
+    /// What the target is now.
+    pub current_kind: NodeKind,
+    /// What the target will be.
+    pub planned_kind: NodeKind,
+    /// `ok`, `warn` or `stop`.
+    pub verdict: Verdict,
+    /// Reasons behind the verdict.
+    pub notes: Vec<String>,
+}
+
+/// The verdict of a preflight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PreflightSummaryFact {
+    /// Rows in the report.
+    pub action_count: u64,
+    /// Rows that stop the plan.
+    pub stops: u64,
+    /// Rows with warnings.
+    pub warnings: u64,
+    /// Why the plan cannot proceed, when a row stops it.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+/// The lock of a mutating run (L2, L3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LockFact {
+    /// `flock`, or `none` without a lock manager.
+    pub lock_backend: String,
+    /// How long the run waited for the lock.
+    pub lock_wait_ms: u64,
+    /// How many times it tried.
+    pub lock_attempts: u64,
+    /// Caveats (e.g. no lock manager configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<Vec<String>>,
+}
+
+/// `apply.result`: one per action, then one summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ApplyResultFact {
+    /// What one action did (or, in a dry-run, would do).
+    Action(ApplyActionFact),
+    /// The apply as a whole.
+    Summary(ApplySummaryFact),
+}
+
+/// What one action of an apply did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ApplyActionFact {
+    /// The action's ID.
+    pub action_id: Uuid,
+    /// Root-relative target path.
+    pub path: String,
+    /// `link` or `restore`.
+    pub kind: ActionKind,
+    /// What the target was.
+    pub before_kind: NodeKind,
+    /// What the target is now.
+    pub after_kind: NodeKind,
+    /// SHA-256 of what the target resolved to before (O5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_hash: Option<String>,
+    /// SHA-256 of what the target resolves to after (O5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_hash: Option<String>,
     /// Always `sha256`.
-    hash_alg: String,
-    /// Name of the backup beside the target.
-    backup: String,
-    backup_durable: bool,
-    degraded: bool,
-    degraded_reason: String,
-    /// Whether the plan was already in effect for this action.
-    noop: bool,
-    duration_ms: u64,
-    perf: Perf,
-    /// Summaries: whether anything on disk changed.
-    changed: bool,
-    /// Summaries: directories fsynced.
-    fsync_count: u64,
-    /// Smoke: the check's name.
-    check: String,
-    /// Rollback/recovery: the run being undone or settled.
-    target_run_id: String,
-    /// Rollback summary: nothing left to undo (R3).
-    idempotent_noop: bool,
-    /// Recovery summary: `none`, `undone` or `completed`.
-    outcome: String,
-    error_id: ErrorId,
-    exit_code: i32,
-    summary_error_ids: Vec<ErrorId>,
-    error: FactError,
+    pub hash_alg: HashAlg,
+    /// Name of the backup of the prior node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// Whether a backup was kept and made durable.
+    pub backup_durable: bool,
+    /// Whether a non-atomic fallback was used (F2).
+    pub degraded: bool,
+    /// Why the fallback was needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded_reason: Option<String>,
+    /// Whether the target already was what the plan asks (D3).
+    pub noop: bool,
+    /// Time spent on this action.
+    pub duration_ms: u64,
+}
+
+/// The summary of an apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ApplySummaryFact {
+    /// Actions in the plan.
+    pub action_count: u64,
+    /// Whether anything on disk changed.
+    pub changed: bool,
+    /// Time spent per phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perf: Option<Perf>,
+    /// Directories fsynced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fsync_count: Option<u64>,
+    /// Why the apply failed.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+/// One smoke check (H2–H4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SmokeFact {
+    /// The check's name.
+    pub check: String,
+    /// Why it failed or could not run (H4).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+/// One action undone (rollback, automatic undo, recovery).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UndoFact {
+    /// The action's ID.
+    pub action_id: Uuid,
+    /// Root-relative target path.
+    pub path: String,
+    /// `link` or `restore`.
+    pub kind: ActionKind,
+    /// What the target is after the undo: what it was before the run.
+    pub after_kind: NodeKind,
+    /// SHA-256 of what the target resolves to after the undo (O5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_hash: Option<String>,
+    /// Always `sha256`.
+    pub hash_alg: HashAlg,
+    /// Why undoing this action failed.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+/// The summary of a rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RollbackSummaryFact {
+    /// The run being rolled back.
+    pub target_run_id: Uuid,
+    /// Actions of that run that changed something.
+    pub action_count: u64,
+    /// Whether anything on disk changed.
+    pub changed: bool,
+    /// Nothing was left to undo (R3).
+    pub idempotent_noop: bool,
+    /// Why the rollback failed.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+/// One interrupted run settled by recovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RecoverySummaryFact {
+    /// The interrupted run.
+    pub target_run_id: Uuid,
+    /// How it was settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// Whether anything on disk changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<bool>,
+    /// Actions of that run that had changed something.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_count: Option<u64>,
+    /// Why it could not be settled.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+impl Event {
+    /// The stage this event belongs to.
+    pub fn stage(&self) -> Stage {
+        match self {
+            Event::Plan(_) => Stage::Plan,
+            Event::Preflight(_) => Stage::Preflight,
+            Event::PreflightSummary(_) => Stage::PreflightSummary,
+            Event::ApplyAttempt(_) => Stage::ApplyAttempt,
+            Event::ApplyResult(_) => Stage::ApplyResult,
+            Event::Smoke(_) => Stage::Smoke,
+            Event::Rollback(_) => Stage::Rollback,
+            Event::RollbackSummary(_) => Stage::RollbackSummary,
+            Event::Recovery(_) => Stage::Recovery,
+            Event::RecoverySummary(_) => Stage::RecoverySummary,
+        }
+    }
+
+    fn failure_slot(&mut self) -> Option<&mut Option<Failure>> {
+        match self {
+            Event::PreflightSummary(f) => Some(&mut f.failure),
+            Event::ApplyResult(ApplyResultFact::Summary(f)) => Some(&mut f.failure),
+            Event::Smoke(f) => Some(&mut f.failure),
+            Event::Rollback(f) | Event::Recovery(f) => Some(&mut f.failure),
+            Event::RollbackSummary(f) => Some(&mut f.failure),
+            Event::RecoverySummary(f) => Some(&mut f.failure),
+            Event::Plan(_)
+            | Event::Preflight(_)
+            | Event::ApplyAttempt(_)
+            | Event::ApplyResult(ApplyResultFact::Action(_)) => None,
+        }
+    }
 }
 
 impl Fact {
-    /// Marks this fact as the failure `e` (O8).
-    pub fn failed(mut self, e: &Error) -> Fact {
-        self.decision = Decision::Failure;
-        self.error_id = Some(e.id());
-        self.exit_code = Some(e.exit_code());
-        self.summary_error_ids = Some(e.summary_error_ids());
-        self.error = Some(FactError {
-            kind: e.id(),
-            errno: e.errno(),
-            message: e.message().to_owned(),
-            remediation: e.remediation().map(str::to_owned),
-        });
+    /// A successful fact of `event` with an empty envelope ([`Emitter::emit`] fills it).
+    pub(crate) fn new(event: Event) -> Fact {
+        Fact {
+            envelope: Envelope {
+                schema_version: SCHEMA_VERSION,
+                ts: String::new(),
+                run_id: Uuid::nil(),
+                event_id: Uuid::nil(),
+                seq: 0,
+                plan_id: None,
+                dry_run: false,
+                switchyard_version: String::new(),
+                decision: Decision::Success,
+            },
+            event,
+        }
+    }
+
+    /// Sets the decision.
+    pub(crate) fn decided(mut self, decision: Decision) -> Fact {
+        self.envelope.decision = decision;
         self
     }
 
-    /// Sets the per-action fields.
-    pub fn for_action(mut self, action_id: &Uuid, path: &str) -> Fact {
-        self.action_id = Some(action_id.to_string());
-        self.path = Some(path.to_owned());
+    /// Marks this fact as the failure `e` (O8): the error fields are added to stages
+    /// that carry them.
+    pub(crate) fn failed(mut self, e: &Error) -> Fact {
+        self.envelope.decision = Decision::Failure;
+        if let Some(slot) = self.event.failure_slot() {
+            *slot = Some(Failure::of(e));
+        }
         self
+    }
+
+    /// The stage this fact describes.
+    pub fn stage(&self) -> Stage {
+        self.event.stage()
+    }
+
+    /// The root-relative target path, on per-action facts.
+    pub fn path(&self) -> Option<&str> {
+        match &self.event {
+            Event::Plan(f) => Some(&f.path),
+            Event::Preflight(f) => Some(&f.path),
+            Event::ApplyResult(ApplyResultFact::Action(f)) => Some(&f.path),
+            Event::Rollback(f) | Event::Recovery(f) => Some(&f.path),
+            _ => None,
+        }
+    }
+
+    /// The error fields, on a failed step that carries them.
+    pub fn failure(&self) -> Option<&Failure> {
+        match &self.event {
+            Event::PreflightSummary(f) => f.failure.as_ref(),
+            Event::ApplyResult(ApplyResultFact::Summary(f)) => f.failure.as_ref(),
+            Event::Smoke(f) => f.failure.as_ref(),
+            Event::Rollback(f) | Event::Recovery(f) => f.failure.as_ref(),
+            Event::RollbackSummary(f) => f.failure.as_ref(),
+            Event::RecoverySummary(f) => f.failure.as_ref(),
+            Event::Plan(_)
+            | Event::Preflight(_)
+            | Event::ApplyAttempt(_)
+            | Event::ApplyResult(ApplyResultFact::Action(_)) => None,
+        }
     }
 }
 
@@ -325,13 +663,14 @@ impl Emitter {
     }
 
     pub(crate) fn emit(&mut self, mut f: Fact) {
-        f.ts = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-        f.run_id = self.run_id.to_string();
-        f.event_id = Uuid::new_v5(&self.run_id, &self.seq.to_be_bytes()).to_string();
-        f.seq = self.seq;
-        f.plan_id = self.plan_id.map(|p| p.to_string());
-        f.dry_run = self.dry_run;
-        f.switchyard_version = env!("CARGO_PKG_VERSION").to_owned();
+        let e = &mut f.envelope;
+        e.ts = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        e.run_id = self.run_id;
+        e.event_id = Uuid::new_v5(&self.run_id, &self.seq.to_be_bytes());
+        e.seq = self.seq;
+        e.plan_id = self.plan_id;
+        e.dry_run = self.dry_run;
+        e.switchyard_version = env!("CARGO_PKG_VERSION").to_owned();
         self.seq += 1;
         for s in &self.sinks {
             if let Err(e) = s.emit(&f) {
@@ -392,101 +731,74 @@ pub fn redact(fact: &Value) -> Value {
     v
 }
 
-/// Fields each stage must carry, beyond the envelope. Per-action events (those with
-/// an `action_id`) and summaries (without) of one stage are told apart by `action_id`.
-const REQUIRED: &[(&str, Option<bool>, &[&str])] = &[
-    ("plan", None, &["action_id", "path", "kind"]),
-    (
-        "preflight",
-        None,
-        &[
-            "action_id",
-            "path",
-            "kind",
-            "current_kind",
-            "planned_kind",
-            "verdict",
-            "notes",
-        ],
-    ),
-    (
-        "preflight.summary",
-        None,
-        &["action_count", "stops", "warnings"],
-    ),
-    (
-        "apply.attempt",
-        None,
-        &["lock_backend", "lock_wait_ms", "lock_attempts"],
-    ),
-    (
-        "apply.result",
-        Some(true),
-        &[
-            "path",
-            "kind",
-            "before_kind",
-            "after_kind",
-            "hash_alg",
-            "backup_durable",
-            "degraded",
-            "noop",
-        ],
-    ),
-    ("apply.result", Some(false), &["action_count", "changed"]),
-    ("smoke", None, &["check"]),
-    (
-        "rollback",
-        None,
-        &["action_id", "path", "kind", "after_kind", "hash_alg"],
-    ),
-    (
-        "rollback.summary",
-        None,
-        &[
-            "target_run_id",
-            "action_count",
-            "changed",
-            "idempotent_noop",
-        ],
-    ),
-    (
-        "recovery",
-        None,
-        &["action_id", "path", "kind", "after_kind"],
-    ),
-    ("recovery.summary", None, &["target_run_id"]),
-];
+/// The stages and the shape of each one's own fields, for [`json_schema`]: `(stage,
+/// schema of its fields, per-action)`; `apply.result` has two shapes.
+fn stage_schemas() -> Vec<(Stage, schemars::Schema)> {
+    use schemars::schema_for;
+    vec![
+        (Stage::Plan, schema_for!(PlanFact)),
+        (Stage::Preflight, schema_for!(PreflightFact)),
+        (Stage::PreflightSummary, schema_for!(PreflightSummaryFact)),
+        (Stage::ApplyAttempt, schema_for!(LockFact)),
+        (Stage::ApplyResult, schema_for!(ApplyActionFact)),
+        (Stage::ApplyResult, schema_for!(ApplySummaryFact)),
+        (Stage::Smoke, schema_for!(SmokeFact)),
+        (Stage::Rollback, schema_for!(UndoFact)),
+        (Stage::RollbackSummary, schema_for!(RollbackSummaryFact)),
+        (Stage::Recovery, schema_for!(UndoFact)),
+        (Stage::RecoverySummary, schema_for!(RecoverySummaryFact)),
+    ]
+}
 
-/// The JSON Schema of [`Fact`], as committed in `schema/facts.schema.json`: the
-/// generated type schema plus, per stage, the fields it must carry, and for every
-/// failed summary the O8 error fields.
+/// The JSON Schema of a facts line, as committed in `schema/facts.schema.json`,
+/// generated from the types: one closed object shape per stage (the [`Envelope`]'s
+/// fields plus the stage's own, unknown fields rejected), and for every failed step
+/// that carries error fields, those fields required (O8).
 pub fn json_schema() -> Value {
-    let mut schema = serde_json::to_value(schemars::schema_for!(Fact)).unwrap_or(Value::Null);
-    let mut rules: Vec<Value> = REQUIRED
-        .iter()
-        .map(|(event, per_action, fields)| {
-            let mut cond = serde_json::json!({"properties": {"event": {"const": event}}, "required": ["event"]});
-            match per_action {
-                Some(true) => cond["required"] = serde_json::json!(["event", "action_id"]),
-                Some(false) => cond["not"] = serde_json::json!({"required": ["action_id"]}),
-                None => {}
-            }
-            serde_json::json!({"if": cond, "then": {"required": fields}})
-        })
-        .collect();
-    rules.push(serde_json::json!({
-        "if": {
-            "properties": {"decision": {"const": "failure"}},
-            "required": ["decision"],
-            "not": {"required": ["action_id"]}
-        },
-        "then": {"required": ["error_id", "exit_code", "summary_error_ids", "error"]}
-    }));
-    if let Value::Object(m) = &mut schema {
-        m.insert("allOf".into(), Value::Array(rules));
+    let envelope = serde_json::to_value(schemars::schema_for!(Envelope)).unwrap_or(Value::Null);
+    let mut defs = serde_json::Map::new();
+    let mut take_defs = |v: &mut Value| {
+        if let Some(Value::Object(d)) = v.as_object_mut().and_then(|m| m.remove("$defs")) {
+            defs.extend(d);
+        }
+    };
+    let mut envelope = envelope;
+    take_defs(&mut envelope);
+    let mut shapes = Vec::new();
+    for (stage, schema) in stage_schemas() {
+        let mut own = serde_json::to_value(schema).unwrap_or(Value::Null);
+        take_defs(&mut own);
+        let mut props = envelope["properties"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        props.insert("event".into(), serde_json::json!({"const": stage.as_str()}));
+        if let Some(p) = own["properties"].as_object() {
+            props.extend(p.clone());
+        }
+        let mut required: Vec<Value> = envelope["required"].as_array().cloned().unwrap_or_default();
+        required.push("event".into());
+        required.extend(own["required"].as_array().cloned().unwrap_or_default());
+        let mut shape = serde_json::json!({
+            "title": own.get("title").cloned().unwrap_or(Value::Null),
+            "type": "object",
+            "properties": props,
+            "required": required,
+            "additionalProperties": false,
+        });
+        if own["properties"].get("error_id").is_some() {
+            shape["if"] = serde_json::json!({"properties": {"decision": {"const": "failure"}}});
+            shape["then"] = serde_json::json!({"required": ["error_id", "exit_code", "summary_error_ids", "error"]});
+        }
+        shapes.push(shape);
     }
-    schema
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Switchyard fact",
+        "description": format!("One line of a Switchyard facts.jsonl (schema_version {SCHEMA_VERSION})"),
+        "oneOf": shapes,
+        "$defs": defs,
+    })
 }
 
 #[cfg(test)]
@@ -495,17 +807,56 @@ mod tests {
 
     #[test]
     fn redaction_is_canonical() {
-        let mut f = Fact::new(Stage::ApplyResult, Decision::Success);
-        f.duration_ms = Some(5);
-        f.target_run_id = Some(Uuid::now_v7().to_string());
+        let f = Fact::new(Event::RollbackSummary(RollbackSummaryFact {
+            target_run_id: Uuid::now_v7(),
+            action_count: 1,
+            changed: true,
+            idempotent_noop: false,
+            failure: None,
+        }));
+        let action = Fact::new(Event::ApplyResult(ApplyResultFact::Action(
+            ApplyActionFact {
+                action_id: Uuid::nil(),
+                path: "usr/bin/ls".into(),
+                kind: ActionKind::Link,
+                before_kind: NodeKind::File,
+                after_kind: NodeKind::Symlink,
+                before_hash: None,
+                after_hash: None,
+                hash_alg: HashAlg::Sha256,
+                backup: None,
+                backup_durable: false,
+                degraded: false,
+                degraded_reason: None,
+                noop: false,
+                duration_ms: 5,
+            },
+        )));
         let mut e = Emitter::new(vec![], None, true);
         e.emit(f);
+        e.emit(action);
+        let a = redact(&serde_json::to_value(&e.log[1]).unwrap());
+        assert!(a.get("duration_ms").is_none() && a["path"] == "usr/bin/ls");
         let v = redact(&serde_json::to_value(&e.log[0]).unwrap());
         assert_eq!(v["ts"], "1970-01-01T00:00:00Z");
         assert_eq!(v["run_id"], NIL);
         assert_eq!(v["target_run_id"], NIL);
         assert_eq!(v["event_id"], NIL);
-        assert!(v.get("duration_ms").is_none() && v.get("dry_run").is_none());
+        assert!(v.get("dry_run").is_none());
         assert_eq!(v["seq"], 0);
+    }
+
+    #[test]
+    fn every_stage_has_a_schema_shape() {
+        let schema = json_schema();
+        let consts: Vec<&str> = schema["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["properties"]["event"]["const"].as_str().unwrap())
+            .collect();
+        for stage in Stage::ALL {
+            assert!(consts.contains(&stage.as_str()), "{stage:?} has no shape");
+        }
     }
 }

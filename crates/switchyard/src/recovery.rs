@@ -15,14 +15,17 @@
 
 use crate::engine::{ApplyMode, Switchyard};
 use crate::error::{Error, ErrorId, Result};
-use crate::facts::{Decision, Fact, Stage};
+use crate::facts::{Event, Fact, RecoverySummaryFact, Stage};
 use crate::failpoints::{self as fp, hit};
 use crate::journal::{RunKind, RunRecord, RunStatus, StateDir, RECORD_FORMAT};
 use crate::rollback::undo_actions;
 use uuid::Uuid;
 
 /// How one interrupted run was settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The run had committed; only its journal was left.
     Completed,
@@ -100,8 +103,13 @@ impl Switchyard {
                             e.message()
                         );
                         let e = e.within(ErrorId::Recovery).with_message(message);
-                        let mut f = Fact::new(Stage::RecoverySummary, Decision::Failure);
-                        f.target_run_id = Some(j.run_id.to_string());
+                        let f = Fact::new(Event::RecoverySummary(RecoverySummaryFact {
+                            target_run_id: j.run_id,
+                            outcome: None,
+                            changed: None,
+                            action_count: None,
+                            failure: None,
+                        }));
                         em.emit(f.failed(&e));
                         em.flush();
                         return Err(e.with_run_id(em.run_id));
@@ -122,12 +130,13 @@ impl Switchyard {
                     }
                 }
             }
-            let mut f = Fact::new(Stage::RecoverySummary, Decision::Success);
-            f.target_run_id = Some(j.run_id.to_string());
-            f.outcome = Some(outcome.as_str().into());
-            f.changed = Some(changed);
-            f.action_count = Some(j.actions.iter().filter(|a| !a.noop).count() as u64);
-            em.emit(f);
+            em.emit(Fact::new(Event::RecoverySummary(RecoverySummaryFact {
+                target_run_id: j.run_id,
+                outcome: Some(outcome),
+                changed: Some(changed),
+                action_count: Some(j.actions.iter().filter(|a| !a.noop).count() as u64),
+                failure: None,
+            })));
             let rec = RunRecord {
                 format: RECORD_FORMAT,
                 run_id: em.run_id,

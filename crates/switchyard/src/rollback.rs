@@ -15,7 +15,7 @@
 use crate::durability::DirSync;
 use crate::engine::{ApplyMode, Switchyard};
 use crate::error::{Error, ErrorId, Result, TargetState};
-use crate::facts::{Decision, Emitter, Fact, Stage};
+use crate::facts::{Emitter, Event, Fact, HashAlg, RollbackSummaryFact, Stage, UndoFact};
 use crate::failpoints::{self as fp, hit};
 use crate::journal::{ActionRecord, RunKind, RunRecord, RunStatus, RECORD_FORMAT};
 use crate::node::Node;
@@ -96,12 +96,7 @@ pub(crate) fn undo_actions(
             remediation,
         });
         if let Some((em, stage)) = em.as_mut() {
-            let mut f =
-                Fact::new(*stage, Decision::Success).for_action(&a.action_id, a.target.as_str());
-            f.kind = Some(a.kind.as_str().into());
-            f.after_kind = Some(a.prior.kind.as_str().into());
-            f.after_hash = a.before_hash.clone();
-            f.hash_alg = Some("sha256".into());
+            let mut f = undo_fact(*stage, a);
             if let Err(e) = &r {
                 f = f.failed(e);
             }
@@ -181,11 +176,13 @@ impl Switchyard {
             target.actions.clone()
         };
         let finish = |em: &mut Emitter, changed: bool, idem: bool, err: Option<&Error>| {
-            let mut f = Fact::new(Stage::RollbackSummary, Decision::Success);
-            f.target_run_id = Some(target.run_id.to_string());
-            f.action_count = Some(actions.iter().filter(|a| !a.noop).count() as u64);
-            f.changed = Some(changed);
-            f.idempotent_noop = Some(idem);
+            let mut f = Fact::new(Event::RollbackSummary(RollbackSummaryFact {
+                target_run_id: target.run_id,
+                action_count: actions.iter().filter(|a| !a.noop).count() as u64,
+                changed,
+                idempotent_noop: idem,
+                failure: None,
+            }));
             if let Some(e) = err {
                 f = f.failed(e);
             }
@@ -243,13 +240,7 @@ impl Switchyard {
         }
         if !commit {
             for a in actions.iter().rev().filter(|a| !a.noop) {
-                let mut f = Fact::new(Stage::Rollback, Decision::Success)
-                    .for_action(&a.action_id, a.target.as_str());
-                f.kind = Some(a.kind.as_str().into());
-                f.after_kind = Some(a.prior.kind.as_str().into());
-                f.after_hash = a.before_hash.clone();
-                f.hash_alg = Some("sha256".into());
-                em.emit(f);
+                em.emit(undo_fact(Stage::Rollback, a));
             }
             finish(&mut em, true, false, None);
             return Ok(report(&em, true, false, None));
@@ -399,4 +390,22 @@ fn verify_backups(root: &Root, actions: &[ActionRecord]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The fact of one undone action: `rollback` or `recovery` (`stage` says which).
+fn undo_fact(stage: Stage, a: &ActionRecord) -> Fact {
+    let f = UndoFact {
+        action_id: a.action_id,
+        path: a.target.to_string(),
+        kind: a.kind,
+        after_kind: a.prior.kind,
+        after_hash: a.before_hash.clone(),
+        hash_alg: HashAlg::Sha256,
+        failure: None,
+    };
+    Fact::new(if stage == Stage::Recovery {
+        Event::Recovery(f)
+    } else {
+        Event::Rollback(f)
+    })
 }

@@ -130,10 +130,10 @@ fn golden_failure_stream_carries_error_ids_o8() {
         .facts()
         .into_iter()
         .rev()
-        .find(|f| f.event == switchyard::facts::Stage::ApplyResult)
+        .find(|f| f.stage() == switchyard::facts::Stage::ApplyResult)
         .unwrap();
     assert_eq!(
-        last.summary_error_ids,
+        last.failure().map(|f| f.summary_error_ids.clone()),
         Some(vec![switchyard::ErrorId::Smoke])
     );
 }
@@ -166,8 +166,8 @@ fn dry_run_stream_equals_commit_stream_after_redaction_o2() {
     );
     assert!(commit
         .iter()
-        .any(|f| f.event == switchyard::facts::Stage::Smoke));
-    assert!(dry.iter().all(|f| f.dry_run) && commit.iter().all(|f| !f.dry_run));
+        .any(|f| f.stage() == switchyard::facts::Stage::Smoke));
+    assert!(dry.iter().all(|f| f.envelope.dry_run) && commit.iter().all(|f| !f.envelope.dry_run));
     assert_eq!(redacted_lines(&dry, true), redacted_lines(&commit, true));
     assert_facts_valid(&dry);
     assert_facts_valid(&commit);

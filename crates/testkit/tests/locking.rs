@@ -7,13 +7,16 @@ use switchyard::adapters::lock::LockManager;
 use switchyard::{ApplyMode, ErrorId, FileLock, MemorySink, Policy, RunSelector, Switchyard};
 use switchyard_testkit::{assert_applied, engine_for, sp, standard_input, Fixture};
 
-/// The `apply.attempt` fact of the last apply recorded by `sink`.
-fn attempt_fact(sink: &MemorySink) -> switchyard::Fact {
-    let facts = sink.facts();
-    facts
+/// The decision and lock fields of the `apply.attempt` fact of the last apply
+/// recorded by `sink`.
+fn attempt_fact(sink: &MemorySink) -> (switchyard::facts::Decision, switchyard::facts::LockFact) {
+    sink.facts()
         .into_iter()
         .rev()
-        .find(|f| f.event == switchyard::facts::Stage::ApplyAttempt)
+        .find_map(|f| match f.event {
+            switchyard::facts::Event::ApplyAttempt(l) => Some((f.envelope.decision, l)),
+            _ => None,
+        })
         .unwrap()
 }
 
@@ -52,9 +55,9 @@ fn lock_wait_is_bounded_and_reported_l2() {
     sink.clear();
     sy.apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
         .unwrap();
-    let attempt = attempt_fact(&sink);
-    assert_eq!(attempt.lock_backend.as_deref(), Some("flock"));
-    assert_eq!(attempt.lock_attempts, Some(1), "free lock: one attempt");
+    let (_, attempt) = attempt_fact(&sink);
+    assert_eq!(attempt.lock_backend, "flock");
+    assert_eq!(attempt.lock_attempts, 1, "free lock: one attempt");
 }
 
 #[test]
@@ -92,9 +95,9 @@ fn production_refuses_without_lock_manager_and_dev_warns_l3() {
         .unwrap();
     sy.apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
         .unwrap();
-    let attempt = attempt_fact(&sink);
-    assert_eq!(attempt.decision, switchyard::facts::Decision::Warn);
-    assert_eq!(attempt.lock_backend.as_deref(), Some("none"));
+    let (decision, attempt) = attempt_fact(&sink);
+    assert_eq!(decision, switchyard::facts::Decision::Warn);
+    assert_eq!(attempt.lock_backend, "none");
 }
 
 #[test]

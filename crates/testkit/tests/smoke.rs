@@ -109,10 +109,11 @@ fn a_failing_check_rolls_the_commit_back_with_its_cause_h3() {
     let smoke = sink
         .facts()
         .into_iter()
-        .find(|f| f.event == switchyard::facts::Stage::Smoke)
+        .find(|f| f.stage() == switchyard::facts::Stage::Smoke)
         .unwrap();
-    assert_eq!(smoke.error_id, Some(ErrorId::Smoke));
-    assert!(smoke.error.unwrap().message.contains("gnu-ls"));
+    let failure = smoke.failure().unwrap();
+    assert_eq!(failure.error_id, ErrorId::Smoke);
+    assert!(failure.error.message.contains("gnu-ls"));
 }
 
 #[test]

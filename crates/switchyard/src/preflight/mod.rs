@@ -25,7 +25,19 @@ use crate::policy::Policy;
 use std::os::fd::OwnedFd;
 
 /// `ok`, `warn` or `stop`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Ok,
     Warn,
