@@ -13,6 +13,16 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 /// Writes `bytes` to `dir/name` via a temporary name, fsync and rename, then fsyncs
 /// `dir`.
 pub fn write_durably(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> io::Result<()> {
+    write_renamed(dir, name, bytes)?;
+    fsync(dir)?;
+    Ok(())
+}
+
+/// Writes `bytes` to `dir/name` via a temporary name (`.<name>.tmp`, mode 0600), fsync
+/// of the file and rename over `name`, but does not fsync `dir`: the caller makes the
+/// entry durable with a later fsync of `dir` it does anyway. A failed write removes
+/// the temporary file.
+pub fn write_renamed(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = format!(".{name}.tmp");
     let flags =
         OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -24,7 +34,6 @@ pub fn write_durably(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> io::Resul
         return Err(e);
     }
     renameat(dir, tmp.as_str(), dir, name)?;
-    fsync(dir)?;
     Ok(())
 }
 

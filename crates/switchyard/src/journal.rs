@@ -20,7 +20,7 @@
 //!   SHA-256) is the backup's sidecar (S6); it lives here, written once per run, so
 //!   sidecars cost no per-action fsync.
 
-use crate::durability::{ensure_dir, remove_durably, write_durably};
+use crate::durability::{ensure_dir, remove_durably, write_durably, write_renamed};
 use crate::error::{Error, ErrorId, Result};
 use crate::node::Node;
 use crate::path::{Root, SafePath};
@@ -284,20 +284,7 @@ impl StateDir {
             // Renamed into place before the run's directory is created: the fsync of
             // `runs/` that makes the new run durable makes the pointer durable too, so
             // a durable record is never newer than LATEST.
-            let tmp = format!(".{LATEST}.tmp");
-            let flags = OFlags::WRONLY
-                | OFlags::CREATE
-                | OFlags::TRUNC
-                | OFlags::NOFOLLOW
-                | OFlags::CLOEXEC;
-            openat(&runs, tmp.as_str(), flags, Mode::from_raw_mode(0o644))
-                .map_err(io::Error::from)
-                .and_then(|fd| {
-                    let mut f = std::fs::File::from(fd);
-                    std::io::Write::write_all(&mut f, id.as_bytes())?;
-                    f.sync_all()
-                })
-                .and_then(|()| Ok(rustix::fs::renameat(&runs, tmp.as_str(), &runs, LATEST)?))
+            write_renamed(runs.as_fd(), LATEST, id.as_bytes())
                 .map_err(|e| io_err("updating runs/LATEST", e))?;
         }
         let dir = ensure_dir(runs.as_fd(), &id)

@@ -289,9 +289,41 @@ impl Root {
         }
     }
 
+    /// The first path that resolving `p` inside the root (as [`Root::open_resolved`]
+    /// does) visits and for which `stop` is true: each component, root-relative,
+    /// before it is followed. `None` when none does or the path does not resolve.
+    pub(crate) fn first_visited(
+        &self,
+        p: &SafePath,
+        stop: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        match self.walk(p.as_str(), OFlags::PATH, &stop) {
+            Ok(Walked::Stopped(at)) => Some(at),
+            Ok(Walked::Opened(_)) | Err(_) => None,
+        }
+    }
+
     fn walk_resolved(&self, path: &str, flags: OFlags) -> std::io::Result<OwnedFd> {
-        // `stack` holds the directories from the root to the current one.
+        match self.walk(path, flags, &|_| false)? {
+            Walked::Opened(fd) => Ok(fd),
+            Walked::Stopped(_) => Err(Errno::INVAL.into()),
+        }
+    }
+
+    /// The one hand-written resolver: follows `path` component by component with
+    /// `openat(O_NOFOLLOW)` and `readlinkat`, as inside a chroot at the root (absolute
+    /// link text restarts at the root, `..` stops at it, at most [`MAX_SYMLINKS`]
+    /// links), calling `stop` with each component's root-relative path first.
+    fn walk(
+        &self,
+        path: &str,
+        flags: OFlags,
+        stop: &dyn Fn(&str) -> bool,
+    ) -> std::io::Result<Walked> {
+        // `stack` holds the directories from the root to the current one, `names`
+        // their names below the root.
         let mut stack: Vec<OwnedFd> = vec![openat(&self.fd, ".", dir_flags(), Mode::empty())?];
+        let mut names: Vec<String> = Vec::new();
         let mut todo: Vec<String> = path.split('/').rev().map(str::to_owned).collect();
         let mut followed = 0;
         while let Some(comp) = todo.pop() {
@@ -299,20 +331,30 @@ impl Root {
             match comp.as_str() {
                 "" | "." => {
                     if last {
-                        return cur_dir(&stack)?.try_clone();
+                        return Ok(Walked::Opened(cur_dir(&stack)?.try_clone()?));
                     }
                     continue;
                 }
                 ".." => {
                     if stack.len() > 1 {
                         stack.pop();
+                        names.pop();
                     }
                     if last {
-                        return cur_dir(&stack)?.try_clone();
+                        return Ok(Walked::Opened(cur_dir(&stack)?.try_clone()?));
                     }
                     continue;
                 }
                 _ => {}
+            }
+            let here = names
+                .iter()
+                .map(String::as_str)
+                .chain([comp.as_str()])
+                .collect::<Vec<_>>()
+                .join("/");
+            if stop(&here) {
+                return Ok(Walked::Stopped(here));
             }
             let dir = cur_dir(&stack)?;
             let st = rustix::fs::statat(dir, comp.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
@@ -325,23 +367,29 @@ impl Root {
                 let target = target.to_str().map_err(|_| Errno::INVAL)?.to_owned();
                 if target.starts_with('/') {
                     stack.truncate(1);
+                    names.clear();
                 }
                 todo.extend(target.split('/').rev().map(str::to_owned));
                 continue;
             }
             if last {
-                return Ok(openat(
-                    dir,
-                    comp.as_str(),
-                    flags | OFlags::NOFOLLOW,
-                    Mode::empty(),
-                )?);
+                let fd = openat(dir, comp.as_str(), flags | OFlags::NOFOLLOW, Mode::empty())?;
+                return Ok(Walked::Opened(fd));
             }
             let next = openat(dir, comp.as_str(), dir_flags(), Mode::empty())?;
             stack.push(next);
+            names.push(comp);
         }
-        cur_dir(&stack)?.try_clone()
+        Ok(Walked::Opened(cur_dir(&stack)?.try_clone()?))
     }
+}
+
+/// How [`Root::walk`] ended.
+enum Walked {
+    /// The path resolved; its final node, opened.
+    Opened(OwnedFd),
+    /// The visitor stopped the walk at this root-relative path.
+    Stopped(String),
 }
 
 fn cur_dir(stack: &[OwnedFd]) -> std::io::Result<&OwnedFd> {

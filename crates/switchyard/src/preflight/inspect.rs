@@ -107,49 +107,11 @@ pub fn inspect(root: &Root, plan: &Plan, records: &[RunRecord]) -> Vec<Inspectio
         .map(|a| {
             let mut i = inspect_one(root, a, records);
             if let Some(src) = &a.source {
-                i.source_through = through_target(root, src, &targets);
+                i.source_through = root.first_visited(src, |p| targets.contains(&p));
             }
             i
         })
         .collect()
-}
-
-/// The first path in `targets` that resolving `src` inside the root visits, following
-/// symlinks component by component (chroot semantics, at most 40 links).
-fn through_target(root: &Root, src: &SafePath, targets: &[&str]) -> Option<String> {
-    use rustix::fs::{readlinkat, statat, AtFlags, FileType};
-    let mut done: Vec<String> = Vec::new();
-    let mut todo: Vec<String> = src.as_str().split('/').rev().map(str::to_owned).collect();
-    let mut hops = 0;
-    while let Some(c) = todo.pop() {
-        match c.as_str() {
-            "" | "." => continue,
-            ".." => {
-                done.pop();
-                continue;
-            }
-            _ => done.push(c),
-        }
-        let here = done.join("/");
-        if targets.contains(&here.as_str()) {
-            return Some(here);
-        }
-        let st = statat(root.fd(), here.as_str(), AtFlags::SYMLINK_NOFOLLOW).ok()?;
-        if FileType::from_raw_mode(st.st_mode).is_symlink() {
-            hops += 1;
-            let text = readlinkat(root.fd(), here.as_str(), Vec::new()).ok()?;
-            if hops > 40 {
-                return None;
-            }
-            done.pop();
-            let text = text.to_string_lossy().into_owned();
-            if text.starts_with('/') {
-                done.clear();
-            }
-            todo.extend(text.split('/').rev().map(str::to_owned));
-        }
-    }
-    None
 }
 
 fn inspect_one(root: &Root, action: &Action, records: &[RunRecord]) -> Inspection {
