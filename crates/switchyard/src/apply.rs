@@ -35,25 +35,38 @@ use uuid::Uuid;
 /// What one action did (or, in a dry-run, would do).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionOutcome {
+    /// The action's ID (D1).
     pub action_id: Uuid,
+    /// `link` or `restore`.
     pub kind: ActionKind,
+    /// Root-relative target path.
     pub target: String,
+    /// What the target was before.
     pub before_kind: NodeKind,
+    /// What the target is after (or would be, in a dry-run).
     pub after_kind: NodeKind,
+    /// SHA-256 of what the target resolved to before (O5).
     pub before_hash: Option<String>,
+    /// SHA-256 of what the target resolves to after (O5).
     pub after_hash: Option<String>,
+    /// Name of the backup of the prior node, beside the target.
     pub backup: Option<String>,
+    /// Whether the target already was what the plan asks (D3).
     pub noop: bool,
 }
 
 /// The result of [`Switchyard::apply`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyReport {
+    /// The run (UUIDv7); its record and facts are under `runs/<run_id>/`.
     pub run_id: Uuid,
+    /// The plan carried out (D1).
     pub plan_id: Uuid,
+    /// Whether this was a dry-run (nothing was modified).
     pub dry_run: bool,
     /// Whether anything on disk changed (D3: false when already in effect).
     pub changed: bool,
+    /// One outcome per action, in plan order.
     pub actions: Vec<ActionOutcome>,
     /// The run's `facts.jsonl`, when it was written (commits).
     pub facts_path: Option<PathBuf>,

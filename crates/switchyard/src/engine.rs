@@ -24,11 +24,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Dry-run (the default, D2) or commit.
+/// Dry-run (the default, D2) or commit: the mode of every operation that can modify
+/// the tree — [`Switchyard::apply`], [`Switchyard::rollback`] and
+/// [`Switchyard::recover`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ApplyMode {
+    /// Report what would change; modify nothing (the default, D2).
     #[default]
     DryRun,
+    /// Make the change.
     Commit,
 }
 

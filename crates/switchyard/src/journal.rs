@@ -39,8 +39,11 @@ pub const RECORD_FORMAT: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunKind {
+    /// An apply.
     Apply,
+    /// A rollback of an earlier run.
     Rollback,
+    /// A recovery of interrupted runs.
     Recovery,
 }
 

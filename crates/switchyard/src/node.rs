@@ -17,10 +17,15 @@ use std::os::fd::{AsFd, OwnedFd};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeKind {
+    /// Nothing is there.
     Absent,
+    /// A regular file.
     File,
+    /// A symbolic link.
     Symlink,
+    /// A directory.
     Dir,
+    /// Anything else (device, FIFO, socket).
     Other,
 }
 
@@ -40,17 +45,26 @@ impl NodeKind {
 /// A node's identity and metadata (the sidecar content of S6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Node {
+    /// What kind of node it is.
     pub kind: NodeKind,
     /// Link text, for symlinks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_dest: Option<String>,
+    /// Permission bits, set-id and sticky bits included (`st_mode & 0o7777`).
     pub mode: u32,
+    /// Owner.
     pub uid: u32,
+    /// Group.
     pub gid: u32,
+    /// Size in bytes.
     pub size: u64,
+    /// Modification time, seconds.
     pub mtime_sec: i64,
+    /// Modification time, nanoseconds.
     pub mtime_nsec: i64,
+    /// Device number of the filesystem holding it.
     pub dev: u64,
+    /// Inode number.
     pub ino: u64,
     /// SHA-256 of the file bytes (file) or the link text (symlink).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -28,18 +28,25 @@ pub const PATH_MAX: usize = 4095;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     #[error("path is empty")]
+    /// The path names nothing below the root.
     Empty,
     #[error("path contains a NUL byte")]
+    /// The path contains a NUL byte.
     Nul,
     #[error("path is not valid UTF-8")]
+    /// The path is not valid UTF-8.
     NonUtf8,
     #[error("path contains a `..` component")]
+    /// The path has a `..` component.
     DotDot,
     #[error("path {0:?} is outside the root {1:?}")]
+    /// A host path is not below the root (path, root).
     OutsideRoot(String, String),
     #[error("path component is longer than {NAME_MAX} bytes")]
+    /// A component is longer than 255 bytes.
     NameTooLong,
     #[error("path is longer than {PATH_MAX} bytes")]
+    /// The path is longer than 4095 bytes.
     TooLong,
 }
 

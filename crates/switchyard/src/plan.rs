@@ -21,20 +21,25 @@ pub const RESERVED_PREFIX: &str = ".switchyard.";
 /// "Make `target` a symlink to `source`."
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkRequest {
+    /// Root-relative target path.
     pub target: SafePath,
+    /// Root-relative source the target will link to.
     pub source: SafePath,
 }
 
 /// "Put back the latest backup of `target`."
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreRequest {
+    /// Root-relative target path.
     pub target: SafePath,
 }
 
 /// What the caller asks for. Holds `SafePath`s only.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanInput {
+    /// Targets to turn into links.
     pub links: Vec<LinkRequest>,
+    /// Targets whose latest backup to put back.
     pub restores: Vec<RestoreRequest>,
 }
 
@@ -56,7 +61,9 @@ impl PlanInput {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
+    /// Make the target a symlink to the source.
     Link,
+    /// Put the target's latest backup back.
     Restore,
 }
 
@@ -73,8 +80,11 @@ impl ActionKind {
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Action {
+    /// UUIDv5 of the action's canonical text within the plan (D1).
     pub action_id: Uuid,
+    /// `link` or `restore`.
     pub kind: ActionKind,
+    /// Root-relative target path.
     pub target: SafePath,
     /// The link's destination (root-relative); `None` for restores.
     pub source: Option<SafePath>,
@@ -90,7 +100,9 @@ impl Action {
 /// An ordered list of actions with stable identifiers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
+    /// UUIDv5 of the sorted canonical input (D1).
     pub plan_id: Uuid,
+    /// The actions, sorted by target.
     pub actions: Vec<Action>,
 }
 

@@ -10,7 +10,9 @@ use crate::path::SafePath;
 /// A named starting point for a [`Policy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
+    /// Fail closed: lock manager, smoke runner, sidecar integrity and root-owned sources required.
     Production,
+    /// For unprivileged tests and the demo: relaxes source ownership, lock and smoke requirements.
     Dev,
 }
 
@@ -27,6 +29,7 @@ impl Preset {
 /// What a run may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
+    /// The preset these settings started from.
     pub preset: Preset,
     /// Targets must lie under one of these (S7). Empty allows nothing.
     pub allow_roots: Vec<SafePath>,

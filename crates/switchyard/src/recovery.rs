@@ -48,7 +48,9 @@ impl Outcome {
 pub struct RecoveryReport {
     /// Each interrupted run and how it was (dry-run: would be) settled.
     pub settled: Vec<(Uuid, Outcome)>,
+    /// Whether this was a dry-run.
     pub dry_run: bool,
+    /// Whether anything on disk changed.
     pub changed: bool,
     /// The recovery runs' IDs (one per settled journal).
     pub run_ids: Vec<Uuid>,

@@ -35,17 +35,21 @@ pub enum RunSelector {
 /// The result of [`Switchyard::rollback`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollbackReport {
+    /// This rollback's own run (UUIDv7).
     pub run_id: Uuid,
     /// The plan of the run undone.
     pub plan_id: Option<Uuid>,
     /// The apply run undone.
     pub target_run_id: Uuid,
+    /// Whether this was a dry-run.
     pub dry_run: bool,
+    /// Whether anything on disk changed.
     pub changed: bool,
     /// Nothing was left to undo (R3).
     pub idempotent_noop: bool,
     /// Targets restored (or, dry-run, to restore), in undo order.
     pub targets: Vec<String>,
+    /// The run's `facts.jsonl`, when it was written.
     pub facts_path: Option<PathBuf>,
 }
 

@@ -17,8 +17,11 @@ pub const LOCK_FILE: &str = "lock";
 
 /// A held lock and how it was obtained.
 pub struct LockGuard {
+    /// The lock backend, as in facts (`flock`, or `none`).
     pub backend: &'static str,
+    /// How long acquiring the lock waited.
     pub wait_ms: u64,
+    /// How many times acquiring it was tried.
     pub attempts: u64,
     _file: Option<File>,
 }

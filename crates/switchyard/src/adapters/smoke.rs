@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 /// The result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmokeOutcome {
+    /// The check's name (its argv, joined).
     pub check: String,
+    /// Whether the check passed.
     pub ok: bool,
     /// Why it failed (exit status, missing output, exec error, signal, timeout).
     pub cause: Option<String>,
@@ -22,6 +24,7 @@ pub struct SmokeOutcome {
 
 /// What a runner may look at.
 pub struct SmokeContext<'a> {
+    /// The root the swapped targets live in.
     pub root: &'a Root,
     /// Targets the run swapped.
     pub targets: &'a [SafePath],
@@ -38,14 +41,18 @@ pub trait SmokeRunner: Send + Sync {
 pub struct CommandCheck {
     /// `argv[0]` without a leading `/` is resolved inside the root.
     pub argv: Vec<String>,
+    /// The exit status the check must end with.
     pub expect_exit: i32,
+    /// A substring its standard output must contain.
     pub expect_stdout: Option<String>,
+    /// How long it may run before it is killed (a timeout is a failure, H4).
     pub timeout: Duration,
 }
 
 /// Runs a list of [`CommandCheck`]s.
 #[derive(Debug, Clone, Default)]
 pub struct CommandSmoke {
+    /// The checks, run in order.
     pub checks: Vec<CommandCheck>,
 }
 

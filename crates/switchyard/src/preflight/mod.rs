@@ -39,8 +39,11 @@ use std::os::fd::OwnedFd;
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
+    /// Nothing stands in the way.
     Ok,
+    /// It can proceed; see the notes.
     Warn,
+    /// It must not proceed; the notes say why.
     Stop,
 }
 
@@ -58,20 +61,28 @@ impl Verdict {
 /// The outcome of preflight for one action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreflightRow {
+    /// Root-relative target path.
     pub path: SafePath,
+    /// The action's ID.
     pub action_id: uuid::Uuid,
+    /// `link` or `restore`.
     pub kind: ActionKind,
+    /// What the target is now.
     pub current_kind: NodeKind,
+    /// What the target will be.
     pub planned_kind: NodeKind,
+    /// The worst verdict of any check.
     pub verdict: Verdict,
     /// The error class a stop maps to (`E_POLICY` unless more specific).
     pub error_id: Option<ErrorId>,
+    /// Reasons behind the verdict, one per finding.
     pub notes: Vec<String>,
 }
 
 /// All rows of a preflight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreflightReport {
+    /// One row per action, ordered by (path, action_id).
     pub rows: Vec<PreflightRow>,
 }
 
@@ -90,6 +101,7 @@ impl PreflightReport {
 /// What preflight learned about one action; apply journals it as-is.
 #[derive(Debug)]
 pub struct Inspection {
+    /// The action inspected.
     pub action: Action,
     /// The target's directory, when it could be opened safely.
     pub dir: Option<OwnedFd>,
@@ -110,7 +122,9 @@ pub struct Inspection {
     pub restore_from: Option<(String, Node, Node)>,
     /// The target already is what the plan asks for.
     pub noop: bool,
+    /// SHA-256 of what the target resolves to now.
     pub before_hash: Option<String>,
+    /// SHA-256 of what it will resolve to.
     pub after_hash: Option<String>,
     /// Why the target's filesystem or attributes forbid the swap (S2), if they do.
     pub immovable: Vec<String>,
@@ -146,7 +160,9 @@ impl Inspection {
 
 /// What checks see besides the inspection.
 pub struct CheckContext<'a> {
+    /// The root.
     pub root: &'a Root,
+    /// The policy in force.
     pub policy: &'a Policy,
     /// Every target node of the plan as it is now: a source resolving to one of
     /// these would, after the swap, resolve through its own link (a loop).
