@@ -106,6 +106,58 @@ pub struct Plan {
     pub actions: Vec<Action>,
 }
 
+/// Why two requests (or one) cannot be planned together; fields are request indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// Request `again` names the target of the earlier request `first`.
+    DuplicateTarget {
+        /// The first request naming the target.
+        first: usize,
+        /// The later request naming it again.
+        again: usize,
+    },
+    /// Request `index` links its target to itself.
+    SelfLink {
+        /// The offending request.
+        index: usize,
+    },
+    /// The source of request `index` is the target of request `target_of`.
+    SourceIsTarget {
+        /// The request whose source is also a target.
+        index: usize,
+        /// The (first) request with that target.
+        target_of: usize,
+    },
+}
+
+/// The plan rule "one action per target, no self-link, no target is also a source",
+/// over `(target, source)` requests (`None` for a restore) in the caller's order.
+/// Returns the first conflict: duplicates and self-links in request order, then
+/// sources that are targets. [`build`] applies it to links then restores; the manifest
+/// applies it in its own order to name the offending entries.
+pub fn conflict<'a>(
+    requests: impl IntoIterator<Item = (&'a SafePath, Option<&'a SafePath>)>,
+) -> Option<Conflict> {
+    let requests: Vec<_> = requests.into_iter().collect();
+    let mut first: std::collections::BTreeMap<&SafePath, usize> = Default::default();
+    for (i, &(target, source)) in requests.iter().enumerate() {
+        if let Some(&f) = first.get(target) {
+            return Some(Conflict::DuplicateTarget { first: f, again: i });
+        }
+        first.insert(target, i);
+        if source == Some(target) {
+            return Some(Conflict::SelfLink { index: i });
+        }
+    }
+    requests.iter().enumerate().find_map(|(i, &(_, source))| {
+        let target_of = *first.get(source?)?;
+        Some(Conflict::SourceIsTarget {
+            index: i,
+            target_of,
+        })
+    })
+}
+
 /// Builds the plan for `input`, refusing more than `max_actions` actions.
 pub fn build(input: &PlanInput, max_actions: usize) -> Result<Plan> {
     let n = input.links.len() + input.restores.len();
@@ -132,15 +184,23 @@ pub fn build(input: &PlanInput, max_actions: usize) -> Result<Plan> {
             source,
         })
         .collect();
-    actions.sort_by(|a, b| a.target.cmp(&b.target));
-    for w in actions.windows(2) {
-        if w[0].target == w[1].target {
-            return Err(Error::new(
-                ErrorId::Usage,
-                format!("duplicate target {}", w[0].target),
-            ));
-        }
+    // `actions` is still in request order (links, then restores): indexes name actions.
+    if let Some(c) = conflict(actions.iter().map(|a| (&a.target, a.source.as_ref()))) {
+        let target = |i: usize| actions.get(i).map_or("", |a| a.target.as_str());
+        let msg = match c {
+            Conflict::DuplicateTarget { again, .. } => {
+                format!("duplicate target {}", target(again))
+            }
+            Conflict::SelfLink { index } => format!("target {} links to itself", target(index)),
+            Conflict::SourceIsTarget { index, target_of } => format!(
+                "{} is both a source (of {}) and a target",
+                target(target_of),
+                target(index)
+            ),
+        };
+        return Err(Error::new(ErrorId::Usage, msg));
     }
+    actions.sort_by(|a, b| a.target.cmp(&b.target));
     for a in &actions {
         for p in [Some(&a.target), a.source.as_ref()].into_iter().flatten() {
             if p.as_str()
@@ -150,20 +210,6 @@ pub fn build(input: &PlanInput, max_actions: usize) -> Result<Plan> {
                 return Err(Error::new(
                     ErrorId::Usage,
                     format!("{p}: names starting with {RESERVED_PREFIX} are Switchyard's own backups and stages"),
-                ));
-            }
-        }
-        if let Some(src) = &a.source {
-            if src == &a.target {
-                return Err(Error::new(
-                    ErrorId::Usage,
-                    format!("target {} links to itself", a.target),
-                ));
-            }
-            if actions.binary_search_by(|b| b.target.cmp(src)).is_ok() {
-                return Err(Error::new(
-                    ErrorId::Usage,
-                    format!("{src} is both a source (of {}) and a target", a.target),
                 ));
             }
         }
@@ -222,5 +268,42 @@ mod tests {
             .link(p("a"), p("b"))
             .link(p("c"), p("d"));
         assert!(build(&big, 1).unwrap_err().message().contains("limit of 1"));
+    }
+
+    #[test]
+    fn conflict_names_request_indexes_in_caller_order() {
+        let (a, b, c) = (p("a"), p("b"), p("c"));
+        assert_eq!(conflict([(&a, Some(&b)), (&c, Some(&b))]), None);
+        assert_eq!(
+            conflict([(&a, Some(&b)), (&c, None), (&a, None)]),
+            Some(Conflict::DuplicateTarget { first: 0, again: 2 })
+        );
+        assert_eq!(
+            conflict([(&c, None), (&a, Some(&a))]),
+            Some(Conflict::SelfLink { index: 1 })
+        );
+        // Duplicates and self-links are found first, in order; then a source that is a target.
+        assert_eq!(
+            conflict([(&a, Some(&b)), (&b, Some(&c)), (&c, Some(&c))]),
+            Some(Conflict::SelfLink { index: 2 })
+        );
+        assert_eq!(
+            conflict([(&a, Some(&b)), (&b, Some(&c))]),
+            Some(Conflict::SourceIsTarget {
+                index: 0,
+                target_of: 1
+            })
+        );
+        // `build` applies the same rule, with its own messages.
+        let chain = PlanInput::default().link(a.clone(), b.clone()).link(b, c);
+        assert_eq!(
+            build(&chain, 10).unwrap_err().message(),
+            "b is both a source (of a) and a target"
+        );
+        let selfl = PlanInput::default().link(a.clone(), a);
+        assert_eq!(
+            build(&selfl, 10).unwrap_err().message(),
+            "target a links to itself"
+        );
     }
 }
