@@ -179,10 +179,10 @@ impl Switchyard {
         let existing = self.open_state(false)?;
         if commit && existing.is_none() {
             let (_, report) = self.inspect(plan, &[]);
-            if !report.ok() {
+            if let Some(e) = crate::engine::preflight_error(&report) {
                 let mut em = self.emitter(Some(plan.plan_id), false);
                 em.emit(self.lock_fact(None));
-                return Err(fail(&mut em, crate::engine::preflight_error(&report), n));
+                return Err(fail(&mut em, e, n));
             }
         }
         let state = if commit {
@@ -210,8 +210,8 @@ impl Switchyard {
         .map_err(|e| fail(&mut em, e, n))?;
         let (items, report) = self.inspect(plan, &records);
         let hash_ms = ms(t_hash);
-        if !report.ok() {
-            return Err(fail(&mut em, crate::engine::preflight_error(&report), n));
+        if let Some(e) = crate::engine::preflight_error(&report) {
+            return Err(fail(&mut em, e, n));
         }
         let mut recs = Vec::with_capacity(n);
         for i in &items {

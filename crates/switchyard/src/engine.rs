@@ -400,39 +400,17 @@ pub(crate) fn emit_preflight(em: &mut Emitter, report: &PreflightReport) {
         warnings,
         failure: None,
     }));
-    if stops > 0 {
-        s = s.failed(&preflight_error(report));
+    if let Some(e) = preflight_error(report) {
+        s = s.failed(&e);
     }
     em.emit(s);
 }
 
-/// The error a stopped preflight maps to: `E_POLICY` with the specific causes, or
-/// `E_BACKUP_MISSING` when a missing backup is the only reason.
-pub(crate) fn preflight_error(report: &PreflightReport) -> Error {
-    let stops: Vec<_> = report.stops().collect();
-    let first = stops
-        .first()
-        .map(|r| format!("{}: {}", r.path, r.notes.join("; ")))
-        .unwrap_or_default();
-    let mut causes: Vec<ErrorId> = Vec::new();
-    for id in stops.iter().filter_map(|r| r.error_id) {
-        if !causes.contains(&id) {
-            causes.push(id);
-        }
-    }
-    let class = if causes == [ErrorId::BackupMissing] {
-        ErrorId::BackupMissing
-    } else {
-        ErrorId::Policy
-    };
-    Error::new(
-        class,
-        format!(
-            "preflight stopped {} of {} actions; first: {first}",
-            stops.len(),
-            report.rows.len()
-        ),
-    )
-    .with_causes(causes)
-    .with_remediation("run `switchyard preflight` to see every stopped row and its reason")
+/// The error apply fails with when preflight stops (`None` if it did not): the
+/// report's own [`PreflightReport::error`], the one `switchyard preflight` exits with
+/// (D4, O8), plus where to see every reason.
+pub(crate) fn preflight_error(report: &PreflightReport) -> Option<Error> {
+    report.error().map(|e| {
+        e.with_remediation("run `switchyard preflight` to see every stopped row and its reason")
+    })
 }

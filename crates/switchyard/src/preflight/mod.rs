@@ -16,7 +16,7 @@ mod inspect;
 pub use checks::builtin_checks;
 pub use inspect::{inspect, resolve};
 
-use crate::error::ErrorId;
+use crate::error::{Error, ErrorId};
 use crate::journal::ActionRecord;
 use crate::node::{Node, NodeKind};
 use crate::path::{Root, SafePath};
@@ -95,6 +95,34 @@ impl PreflightReport {
     /// Whether the plan may commit.
     pub fn ok(&self) -> bool {
         self.stops().next().is_none()
+    }
+
+    /// The error of a stopped preflight, `None` when the plan may commit (D4, O8):
+    /// `E_BACKUP_MISSING` when missing backups are the only reason to stop, otherwise
+    /// `E_POLICY` with the specific classes of the stops as causes. Apply fails with
+    /// this same error, so a preflight and an apply of one plan exit alike.
+    pub fn error(&self) -> Option<Error> {
+        let stops: Vec<_> = self.stops().collect();
+        let first = stops.first()?;
+        let mut causes: Vec<ErrorId> = Vec::new();
+        for id in stops.iter().filter_map(|r| r.error_id) {
+            if !causes.contains(&id) {
+                causes.push(id);
+            }
+        }
+        let class = if causes == [ErrorId::BackupMissing] {
+            ErrorId::BackupMissing
+        } else {
+            ErrorId::Policy
+        };
+        let message = format!(
+            "preflight stopped {} of {} actions; first: {}: {}",
+            stops.len(),
+            self.rows.len(),
+            first.path,
+            first.notes.join("; ")
+        );
+        Some(Error::new(class, message).with_causes(causes))
     }
 }
 
@@ -256,4 +284,64 @@ pub fn evaluate(
         .collect();
     rows.sort_by(|a, b| (&a.path, a.action_id).cmp(&(&b.path, b.action_id)));
     PreflightReport { rows }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(path: &str, verdict: Verdict, error_id: Option<ErrorId>) -> PreflightRow {
+        PreflightRow {
+            path: SafePath::new(path).unwrap(),
+            action_id: uuid::Uuid::nil(),
+            kind: ActionKind::Restore,
+            current_kind: NodeKind::File,
+            planned_kind: NodeKind::File,
+            verdict,
+            error_id,
+            notes: vec![format!("{path} note")],
+        }
+    }
+
+    #[test]
+    fn stopped_report_names_its_error_d4_o8() {
+        let ok = PreflightReport {
+            rows: vec![row("a", Verdict::Ok, None), row("b", Verdict::Warn, None)],
+        };
+        assert!(ok.error().is_none());
+        // Only missing backups: E_BACKUP_MISSING (exit 60), the class apply fails with.
+        let missing = PreflightReport {
+            rows: vec![
+                row("a", Verdict::Ok, None),
+                row("b", Verdict::Stop, Some(ErrorId::BackupMissing)),
+            ],
+        };
+        let e = missing.error().unwrap();
+        assert_eq!(e.id(), ErrorId::BackupMissing);
+        assert_eq!(e.exit_code(), 60);
+        assert_eq!(
+            e.message(),
+            "preflight stopped 1 of 2 actions; first: b: b note"
+        );
+        assert_eq!(e.summary_error_ids(), [ErrorId::BackupMissing]);
+        assert!(e.remediation().is_none());
+        // Mixed reasons: E_POLICY, the specific classes first, in row order.
+        let mixed = PreflightReport {
+            rows: vec![
+                row("a", Verdict::Stop, Some(ErrorId::Ownership)),
+                row("b", Verdict::Stop, Some(ErrorId::BackupMissing)),
+                row("c", Verdict::Stop, Some(ErrorId::Policy)),
+                row("d", Verdict::Stop, Some(ErrorId::Ownership)),
+            ],
+        };
+        let e = mixed.error().unwrap();
+        assert_eq!(e.id(), ErrorId::Policy);
+        assert_eq!(
+            e.summary_error_ids(),
+            [ErrorId::Ownership, ErrorId::BackupMissing, ErrorId::Policy]
+        );
+        assert!(e
+            .message()
+            .starts_with("preflight stopped 4 of 4 actions; first: a: "));
+    }
 }
