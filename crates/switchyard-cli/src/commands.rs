@@ -1,7 +1,6 @@
 //! One function per command: build the engine, call the library, print the result.
 //! No behaviour lives here beyond choosing what to call and how to show it.
 
-use crate::manifest::Manifest;
 use crate::output::{or_dash, painted, table, Cell, Out, Paint};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -9,8 +8,8 @@ use switchyard::journal::StateDir;
 use switchyard::node::NodeKind;
 use switchyard::preflight::Verdict;
 use switchyard::{
-    ActionOutcome, ApplyMode, CommandCheck, CommandSmoke, Error, ErrorId, FileLock, Outcome, Plan,
-    Policy, Root, RunSelector, StateLocation, Switchyard,
+    ActionOutcome, ApplyMode, CommandCheck, CommandSmoke, Error, ErrorId, FileLock, Manifest,
+    Outcome, Plan, Policy, Root, RunSelector, StateLocation, Switchyard,
 };
 use uuid::Uuid;
 
@@ -141,22 +140,12 @@ fn run_failure(ctx: &Ctx, sy: &Switchyard, e: Error, mut doc: Value) -> Failure 
     }
 }
 
-/// Prefixes a library error about the manifest's plan with the manifest's name.
-fn in_manifest(m: &Manifest, e: Error) -> Error {
-    if e.id() == ErrorId::Usage {
-        let message = format!("{}: {}", m.file, e.message());
-        return e.with_message(message);
-    }
-    e
-}
-
-/// Loads the manifest, builds the engine and plans.
-fn load(ctx: &Ctx, manifest: &Path) -> Result<(Manifest, Switchyard, Plan), Error> {
+/// Loads the manifest, builds the engine and plans (all the library's work).
+fn load(ctx: &Ctx, manifest: &Path) -> Result<(Switchyard, Plan), Error> {
     let m = Manifest::load(manifest)?;
-    let sy = ctx.engine(m.policy.clone(), m.checks.clone())?;
-    let input = m.plan_input(&ctx.root)?;
-    let plan = sy.plan(&input).map_err(|e| in_manifest(&m, e))?;
-    Ok((m, sy, plan))
+    let sy = ctx.engine(m.policy().clone(), m.smoke_checks().to_vec())?;
+    let plan = m.plan(&sy)?;
+    Ok((sy, plan))
 }
 
 fn short(id: &Uuid) -> String {
@@ -165,7 +154,7 @@ fn short(id: &Uuid) -> String {
 
 /// `plan MANIFEST`.
 pub fn plan(ctx: &Ctx, manifest: &Path) -> CmdResult {
-    let (_, _, plan) = load(ctx, manifest)?;
+    let (_, plan) = load(ctx, manifest)?;
     let out = &ctx.out;
     let actions: Vec<Value> = plan
         .actions
@@ -212,7 +201,7 @@ fn plural(n: usize) -> &'static str {
 
 /// `preflight MANIFEST`: exit 10 when any row stops.
 pub fn preflight(ctx: &Ctx, manifest: &Path) -> CmdResult {
-    let (_, sy, plan) = load(ctx, manifest)?;
+    let (sy, plan) = load(ctx, manifest)?;
     let rep = sy.preflight(&plan)?;
     let out = &ctx.out;
     let stops = rep.stops().count();
@@ -312,7 +301,7 @@ fn action_json(a: &ActionOutcome) -> Value {
 
 /// `apply MANIFEST [--commit]`.
 pub fn apply(ctx: &Ctx, manifest: &Path, commit: bool) -> CmdResult {
-    let (_, sy, plan) = load(ctx, manifest)?;
+    let (sy, plan) = load(ctx, manifest)?;
     let out = &ctx.out;
     let mode = if commit {
         ApplyMode::Commit

@@ -1,13 +1,12 @@
 //! `switchyard`: the command-line tool over the Switchyard library (SPEC §3, §4).
-//! Argument parsing is in `cli`, the manifest in `manifest`, output in `output`; every
-//! behaviour lives in the library. Exit codes come only from `ErrorId::exit_code`.
+//! Argument parsing is in `cli`, output in `output`; every behaviour, the manifest
+//! format included (`switchyard::Manifest`), lives in the library. Exit codes come only from `ErrorId::exit_code`.
 #![forbid(unsafe_code)]
 
 mod cli;
 mod commands;
 mod demo;
 mod doctor;
-mod manifest;
 mod output;
 
 use clap::{CommandFactory, Parser};

@@ -98,10 +98,10 @@ impl Out {
             "{}: {}: {}",
             paint(self.color_err, Paint::Bold, "switchyard"),
             paint(self.color_err, Paint::Red, &format!("error[{}]", e.id())),
-            crate::manifest::one_line(e.message())
+            one_line(e.message())
         );
         if let Some(r) = e.remediation() {
-            line.push_str(&format!(" (hint: {})", crate::manifest::one_line(r)));
+            line.push_str(&format!(" (hint: {})", one_line(r)));
         }
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{line}");
@@ -111,10 +111,15 @@ impl Out {
                 "  {}: {} — {}",
                 t.path,
                 t.state,
-                crate::manifest::one_line(&t.remediation)
+                one_line(&t.remediation)
             );
         }
     }
+}
+
+/// Collapses a message to one line (stderr gets one line per error).
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn paint(on: bool, p: Paint, s: &str) -> String {

@@ -705,3 +705,56 @@ fn doctor_flags_a_world_writable_state_dir() {
     assert!(human.stdout.contains("FIX"));
     assert_eq!(human.stderr.lines().count(), 1);
 }
+
+#[test]
+fn embedder_plan_is_the_cli_plan() {
+    // SPEC §2 "library first", D1: an embedder reading the same manifest through
+    // `switchyard::Manifest` gets the plan `switchyard plan` prints: same plan_id and
+    // same actions (IDs, kinds, targets, sources). The manifest has [[link]],
+    // [[link_dir]], [[restore]] and policy overrides; the library's own test
+    // (crates/switchyard/tests/manifest.rs) pins this plan_id for the same file.
+    const TEXT: &str = include_str!("../../switchyard/tests/fixtures/embedder.toml");
+    let sb = Sandbox::empty();
+    for f in [
+        "usr/bin/ls",
+        "usr/bin/cat",
+        "usr/bin/true",
+        "usr/lib/alt/ls",
+        "usr/lib/alt/cat",
+        "usr/lib/alt/only-here",
+        "usr/sbin/dd",
+        "usr/sbin/fsck",
+        "opt/alt/dd",
+        "usr/bin/.switchyard.cat.1.bak",
+        "usr/lib/alt/.switchyard.cat.1.bak",
+    ] {
+        sb.write(f, b"#!/bin/sh\n", 0o755);
+    }
+    let path = sb.manifest("m.toml", TEXT);
+    let r = sb.run(&["--json", "plan", &path.display().to_string()]);
+    r.expect(0);
+    let cli = r.json();
+
+    let m = switchyard::Manifest::load(&path).unwrap();
+    let sy = switchyard::Switchyard::builder(m.policy().clone())
+        .root(sb.root())
+        .build()
+        .unwrap();
+    let plan = m.plan(&sy).unwrap();
+    assert_eq!(cli["plan_id"], plan.plan_id.to_string());
+    assert_eq!(cli["plan_id"], "e05155bc-55d4-5e1b-84ae-f3e1ea1e26e1");
+    let lib: Vec<Value> = plan
+        .actions
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "action_id": a.action_id.to_string(),
+                "kind": a.kind.as_str(),
+                "target": a.target.as_str(),
+                "source": a.source.as_ref().map(|s| s.as_str()),
+            })
+        })
+        .collect();
+    assert_eq!(cli["actions"], Value::Array(lib));
+    assert_eq!(cli["actions"].as_array().unwrap().len(), 4);
+}

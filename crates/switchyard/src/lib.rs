@@ -25,6 +25,8 @@ pub mod error;
 pub mod facts;
 pub mod failpoints;
 pub mod journal;
+#[cfg(feature = "manifest")]
+mod manifest;
 pub mod node;
 pub mod path;
 pub mod plan;
@@ -41,6 +43,8 @@ pub use engine::{ApplyMode, Builder, ProgressFn, Status, Switchyard, TargetStatu
 pub use error::{Error, ErrorId, Result};
 pub use facts::{Fact, FactSink, JsonlSink, MemorySink};
 pub use journal::StateLocation;
+#[cfg(feature = "manifest")]
+pub use manifest::Manifest;
 pub use path::{PathError, Root, SafePath};
 pub use plan::{Plan, PlanInput};
 pub use policy::{Policy, Preset};

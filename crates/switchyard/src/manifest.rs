@@ -1,18 +1,26 @@
-//! The manifest (SPEC §3): TOML in, a policy, a `PlanInput` and smoke checks out.
+//! The manifest (SPEC §3): TOML text in; a policy, a plan and smoke checks out. The
+//! CLI reads manifests through this module only, so an embedder (a package-manager
+//! hook, an installer) gets the same plan, and the same messages, from the same text.
 //!
-//! Contract: every rejection is an `E_USAGE` error (exit 2) whose message is one line
+//! Contract: every rejection is an `E_USAGE` error whose message is one line
 //! `FILE[:LINE:COL]: FIELD: what is wrong`, except a `[[link_dir]]` directory that is
 //! reached through a symlink, which is a policy violation (S1, `E_POLICY`). Reading a
 //! manifest never changes anything: `[[link_dir]]` only lists directories, through
-//! the library's confined, symlink-refusing directory handles.
+//! the engine's confined, symlink-refusing directory handles. The plan rule (one
+//! action per target, no self-link, no target is a source) is [`plan::conflict`]'s;
+//! this module only names the entries it points at.
+#![deny(missing_docs)]
 
+use crate::adapters::smoke::CommandCheck;
+use crate::engine::Switchyard;
+use crate::error::{Error, ErrorId, Result};
+use crate::path::{PathError, Root, SafePath};
+use crate::plan::{self, Conflict, Plan, PlanInput, RESERVED_PREFIX};
+use crate::policy::{Policy, Preset};
 use serde::Deserialize;
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
-use switchyard::{
-    CommandCheck, Error, ErrorId, PathError, PlanInput, Policy, Preset, Root, SafePath,
-};
 use toml::Spanned;
 
 /// Largest manifest accepted (a manifest is a few lines; this catches mistakes).
@@ -92,7 +100,7 @@ struct RawCheck {
     timeout_ms: Option<Spanned<u64>>,
 }
 
-/// A `[[link_dir]]` request, resolved against the root by [`Manifest::plan_input`].
+/// A `[[link_dir]]` entry, expanded against the root by [`Manifest::plan_input`].
 #[derive(Debug, Clone)]
 struct LinkDir {
     index: usize,
@@ -108,21 +116,43 @@ struct Origin {
     at: Range<usize>,
 }
 
-/// A parsed, validated manifest.
-#[derive(Debug)]
+/// One plan request (`source` is `None` for a restore) and the entry that asked for it.
+#[derive(Debug, Clone)]
+struct Request {
+    target: SafePath,
+    source: Option<SafePath>,
+    origin: Origin,
+}
+
+/// A parsed, validated manifest: its policy, smoke checks and plan requests. The
+/// embedder's path is the CLI's:
+///
+/// ```no_run
+/// use switchyard::{ApplyMode, CommandSmoke, FileLock, Manifest, Switchyard};
+/// # fn main() -> Result<(), switchyard::Error> {
+/// let m = Manifest::load("/etc/switchyard/uutils.toml".as_ref())?;
+/// let sy = Switchyard::builder(m.policy().clone())
+///     .root("/")
+///     .with_lock_manager(FileLock::new())
+///     .with_smoke_runner(CommandSmoke { checks: m.smoke_checks().to_vec() })
+///     .build()?;
+/// let plan = m.plan(&sy)?; // = sy.plan(&m.plan_input(&sy)?), messages naming the file
+/// sy.apply(&plan, ApplyMode::Commit)?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
 pub struct Manifest {
-    /// The manifest's path as given (for messages).
-    pub file: String,
+    name: String,
     text: String,
-    pub policy: Policy,
-    links: Vec<(SafePath, SafePath, Origin)>,
+    policy: Policy,
+    /// `[[link]]` then `[[restore]]` entries, in file order.
+    requests: Vec<Request>,
     link_dirs: Vec<LinkDir>,
-    restores: Vec<(SafePath, Origin)>,
-    pub checks: Vec<CommandCheck>,
+    checks: Vec<CommandCheck>,
 }
 
 /// 1-based line and column (in characters) of byte offset `at` in `text`.
-pub fn line_col(text: &str, at: usize) -> (usize, usize) {
+fn line_col(text: &str, at: usize) -> (usize, usize) {
     let at = at.min(text.len());
     let before = text.get(..at).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
@@ -130,8 +160,19 @@ pub fn line_col(text: &str, at: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// The one-line `E_USAGE` error of the manifest `file`.
-fn usage(file: &str, pos: Option<(usize, usize)>, field: &str, msg: impl AsRef<str>) -> Error {
+/// Collapses a message to one line.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The one-line error `FILE[:LINE:COL][: FIELD]: MSG` of class `id` about manifest `file`.
+fn error(
+    id: ErrorId,
+    file: &str,
+    pos: Option<(usize, usize)>,
+    field: &str,
+    msg: impl AsRef<str>,
+) -> Error {
     let mut s = String::from(file);
     if let Some((l, c)) = pos {
         s.push_str(&format!(":{l}:{c}"));
@@ -142,12 +183,12 @@ fn usage(file: &str, pos: Option<(usize, usize)>, field: &str, msg: impl AsRef<s
     }
     s.push_str(": ");
     s.push_str(&one_line(msg.as_ref()));
-    Error::new(ErrorId::Usage, s)
+    Error::new(id, s)
 }
 
-/// Collapses a message to one line.
-pub fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+/// The one-line `E_USAGE` error of the manifest `file`.
+fn usage(file: &str, pos: Option<(usize, usize)>, field: &str, msg: impl AsRef<str>) -> Error {
+    error(ErrorId::Usage, file, pos, field, msg)
 }
 
 fn path_error(e: &PathError) -> String {
@@ -158,8 +199,13 @@ fn path_error(e: &PathError) -> String {
 }
 
 impl Manifest {
-    /// Reads and validates `path`.
-    pub fn load(path: &Path) -> Result<Manifest, Error> {
+    /// Reads and validates the manifest at `path` (named as given in messages).
+    ///
+    /// # Errors
+    ///
+    /// `E_USAGE` when the file cannot be read, is not a regular file, is larger than
+    /// 4 MiB, is not UTF-8, or fails [`Manifest::parse`].
+    pub fn load(path: &Path) -> Result<Manifest> {
         let file = path.display().to_string();
         let md = std::fs::metadata(path)
             .map_err(|e| usage(&file, None, "", format!("cannot read manifest: {e}")))?;
@@ -212,8 +258,19 @@ impl Manifest {
         Manifest::parse(&file, text)
     }
 
-    /// Parses and validates manifest `text` (named `file` in messages).
-    pub fn parse(file: &str, text: String) -> Result<Manifest, Error> {
+    /// Parses and validates manifest `text`; `name` (usually its path) starts every
+    /// message. Reads no files: `[[link_dir]]` directories are listed by
+    /// [`Manifest::plan_input`].
+    ///
+    /// # Errors
+    ///
+    /// `E_USAGE`, one line `NAME[:LINE:COL]: FIELD: what is wrong`, for malformed TOML,
+    /// unknown keys, wrong types, unsafe paths (S1), a manifest that declares nothing,
+    /// and requests the plan rule refuses (a duplicate target, a link to itself, a
+    /// source that is also a target).
+    pub fn parse(name: &str, text: impl Into<String>) -> Result<Manifest> {
+        let text = text.into();
+        let file = name;
         let raw: RawManifest = {
             let de =
                 toml::Deserializer::parse(&text).map_err(|e| toml_error(file, &text, &e, ""))?;
@@ -223,7 +280,7 @@ impl Manifest {
             })?
         };
         let pos = |r: &Range<usize>| Some(line_col(&text, r.start));
-        let safe = |s: &Spanned<String>, field: &str| -> Result<SafePath, Error> {
+        let safe = |s: &Spanned<String>, field: &str| -> Result<SafePath> {
             SafePath::new(s.get_ref())
                 .map_err(|e| usage(file, pos(&s.span()), field, path_error(&e)))
         };
@@ -238,14 +295,14 @@ impl Manifest {
                     .iter()
                     .enumerate()
                     .map(|(i, s)| safe(s, &format!("policy.allow_roots[{i}]")))
-                    .collect::<Result<_, _>>()?;
+                    .collect::<Result<_>>()?;
             }
             if let Some(list) = &p.forbid_paths {
                 policy.forbid_paths = list
                     .iter()
                     .enumerate()
                     .map(|(i, s)| safe(s, &format!("policy.forbid_paths[{i}]")))
-                    .collect::<Result<_, _>>()?;
+                    .collect::<Result<_>>()?;
             }
             let set = |slot: &mut bool, v: Option<bool>| {
                 if let Some(v) = v {
@@ -279,15 +336,18 @@ impl Manifest {
             }
         }
 
-        let mut links = Vec::new();
+        let mut requests = Vec::new();
         for (i, l) in raw.link.iter().enumerate() {
-            let t = safe(&l.target, &format!("link[{i}].target"))?;
-            let s = safe(&l.source, &format!("link[{i}].source"))?;
-            let origin = Origin {
-                field: format!("link[{i}].target"),
-                at: l.target.span(),
-            };
-            links.push((t, s, origin));
+            let target = safe(&l.target, &format!("link[{i}].target"))?;
+            let source = safe(&l.source, &format!("link[{i}].source"))?;
+            requests.push(Request {
+                target,
+                source: Some(source),
+                origin: Origin {
+                    field: format!("link[{i}].target"),
+                    at: l.target.span(),
+                },
+            });
         }
         let mut link_dirs = Vec::new();
         for (i, d) in raw.link_dir.iter().enumerate() {
@@ -308,18 +368,18 @@ impl Manifest {
                 at: d.targets.span(),
             });
         }
-        let mut restores = Vec::new();
         for (i, r) in raw.restore.iter().enumerate() {
-            let t = safe(&r.target, &format!("restore[{i}].target"))?;
-            restores.push((
-                t,
-                Origin {
+            let target = safe(&r.target, &format!("restore[{i}].target"))?;
+            requests.push(Request {
+                target,
+                source: None,
+                origin: Origin {
                     field: format!("restore[{i}].target"),
                     at: r.target.span(),
                 },
-            ));
+            });
         }
-        if links.is_empty() && link_dirs.is_empty() && restores.is_empty() {
+        if requests.is_empty() && link_dirs.is_empty() {
             return Err(usage(
                 file,
                 None,
@@ -346,123 +406,144 @@ impl Manifest {
             }
         }
         let m = Manifest {
-            file: file.to_owned(),
+            name: file.to_owned(),
             text,
             policy,
-            links,
+            requests,
             link_dirs,
-            restores,
             checks,
         };
-        m.check_targets(&m.static_requests())?;
+        m.check_requests(&m.requests)?;
         Ok(m)
+    }
+
+    /// The manifest's name, as given to [`Manifest::load`] or [`Manifest::parse`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The policy: the `preset` (production unless `dev`) with the `[policy]`
+    /// overrides applied. Build the engine with it.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The `[[smoke.check]]` entries, for a [`crate::CommandSmoke`] runner (H2, H3).
+    pub fn smoke_checks(&self) -> &[CommandCheck] {
+        &self.checks
     }
 
     fn pos(&self, r: &Range<usize>) -> Option<(usize, usize)> {
         Some(line_col(&self.text, r.start))
     }
 
-    /// `[[link]]` and `[[restore]]` requests as (target, source, origin).
-    fn static_requests(&self) -> Vec<(SafePath, Option<SafePath>, Origin)> {
-        self.links
-            .iter()
-            .map(|(t, s, o)| (t.clone(), Some(s.clone()), o.clone()))
-            .chain(
-                self.restores
-                    .iter()
-                    .map(|(t, o)| (t.clone(), None, o.clone())),
-            )
-            .collect()
-    }
-
-    /// Duplicate targets, self-links and targets that are also sources are errors.
-    fn check_targets(&self, reqs: &[(SafePath, Option<SafePath>, Origin)]) -> Result<(), Error> {
-        let mut seen: std::collections::BTreeMap<&SafePath, &Origin> = Default::default();
-        for (t, s, o) in reqs {
-            if let Some(first) = seen.get(t) {
-                let (l, c) = line_col(&self.text, first.at.start);
-                return Err(usage(
-                    &self.file,
-                    self.pos(&o.at),
-                    &o.field,
-                    format!("duplicate target {t} (already {} at {l}:{c})", first.field),
-                ));
+    /// Applies the plan rule ([`plan::conflict`]) to `reqs`, naming the entries.
+    fn check_requests(&self, reqs: &[Request]) -> Result<()> {
+        let Some(c) = plan::conflict(reqs.iter().map(|r| (&r.target, r.source.as_ref()))) else {
+            return Ok(());
+        };
+        // `conflict` returns indexes into the slice it was given.
+        let at = |r: &Request| {
+            let (l, c) = line_col(&self.text, r.origin.at.start);
+            format!("{} at {l}:{c}", r.origin.field)
+        };
+        let (r, field, msg) = match c {
+            Conflict::DuplicateTarget { first, again } => {
+                let r = &reqs[again];
+                let msg = format!(
+                    "duplicate target {} (already {})",
+                    r.target,
+                    at(&reqs[first])
+                );
+                (r, r.origin.field.clone(), msg)
             }
-            seen.insert(t, o);
-            if s.as_ref() == Some(t) {
-                return Err(usage(
-                    &self.file,
-                    self.pos(&o.at),
-                    &o.field,
-                    format!("{t} links to itself"),
-                ));
-            }
-        }
-        for (t, s, o) in reqs {
-            let Some(s) = s else { continue };
-            if let Some(other) = seen.get(s) {
-                let (l, c) = line_col(&self.text, other.at.start);
-                return Err(usage(
-                    &self.file,
-                    self.pos(&o.at),
-                    &o.field.replace(".target", ".source"),
-                    format!(
-                        "{s} is the source of {t} and also a target ({} at {l}:{c})",
-                        other.field
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// The plan input, expanding each `[[link_dir]]` by listing its two directories
-    /// under `root` (read-only, refusing symlinks: S1).
-    pub fn plan_input(&self, root: &Path) -> Result<PlanInput, Error> {
-        let mut reqs = self.static_requests();
-        if !self.link_dirs.is_empty() {
-            let root = Root::open(root).map_err(|e| {
-                Error::new(
-                    ErrorId::Usage,
-                    format!("cannot open root {}: {e}", root.display()),
+            Conflict::SelfLink { index } => {
+                let r = &reqs[index];
+                (
+                    r,
+                    r.origin.field.clone(),
+                    format!("{} links to itself", r.target),
                 )
-            })?;
-            for d in &self.link_dirs {
-                reqs.extend(self.expand(&root, d)?);
             }
-            self.check_targets(&reqs)?;
-        }
-        let mut input = PlanInput::default();
-        for (t, s, _) in reqs {
-            input = match s {
-                Some(s) => input.link(t, s),
-                None => input.restore(t),
-            };
-        }
-        Ok(input)
+            Conflict::SourceIsTarget { index, target_of } => {
+                let r = &reqs[index];
+                let source = r.source.as_ref().unwrap_or(&r.target);
+                let msg = format!(
+                    "{source} is the source of {} and also a target ({})",
+                    r.target,
+                    at(&reqs[target_of])
+                );
+                (r, r.origin.field.replace(".target", ".source"), msg)
+            }
+        };
+        Err(usage(&self.name, self.pos(&r.origin.at), &field, msg))
     }
 
-    fn expand(
-        &self,
-        root: &Root,
-        d: &LinkDir,
-    ) -> Result<Vec<(SafePath, Option<SafePath>, Origin)>, Error> {
+    /// The plan input: the `[[link]]` and `[[restore]]` entries, and each
+    /// `[[link_dir]]` expanded by listing its two directories through `sy`'s confined
+    /// root handle (read-only; a symlink anywhere on the way is refused, S1; names
+    /// starting with [`RESERVED_PREFIX`] are skipped). Lists directories only when
+    /// the manifest has a `[[link_dir]]`.
+    ///
+    /// # Errors
+    ///
+    /// `E_USAGE` when a directory cannot be listed, the two directories share no
+    /// file name, or an expanded request breaks the plan rule; `E_POLICY` when a
+    /// directory is reached through a symlink (S1).
+    pub fn plan_input(&self, sy: &Switchyard) -> Result<PlanInput> {
+        let mut reqs = self.requests.clone();
+        if !self.link_dirs.is_empty() {
+            for d in &self.link_dirs {
+                reqs.extend(self.expand(&sy.root, d)?);
+            }
+            self.check_requests(&reqs)?;
+        }
+        Ok(reqs
+            .into_iter()
+            .fold(PlanInput::default(), |input, r| match r.source {
+                Some(s) => input.link(r.target, s),
+                None => input.restore(r.target),
+            }))
+    }
+
+    /// The plan of this manifest on `sy` (built with [`Manifest::policy`]):
+    /// [`Manifest::plan_input`], then [`Switchyard::plan`], whose usage errors are
+    /// prefixed with the manifest's name. The CLI's `plan`, `preflight` and `apply`
+    /// use exactly this.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Manifest::plan_input`] and [`Switchyard::plan`] (e.g. `E_USAGE`
+    /// `NAME: plan has N actions, more than the limit of M`).
+    pub fn plan(&self, sy: &Switchyard) -> Result<Plan> {
+        let input = self.plan_input(sy)?;
+        sy.plan(&input).map_err(|e| match e.id() {
+            ErrorId::Usage => {
+                let message = format!("{}: {}", self.name, e.message());
+                e.with_message(message)
+            }
+            _ => e,
+        })
+    }
+
+    /// The requests of one `[[link_dir]]`: every name present in both directories.
+    fn expand(&self, root: &Root, d: &LinkDir) -> Result<Vec<Request>> {
         let field = |f: &str| format!("link_dir[{}].{f}", d.index);
-        let list = |dir: &SafePath, f: &str| -> Result<Vec<String>, Error> {
+        let list = |dir: &SafePath, f: &str| -> Result<Vec<String>> {
             list_dir(root, dir).map_err(|e| {
                 let f = field(f);
                 if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
                     // S1: a symlinked directory is a policy matter, as in preflight.
-                    let err = usage(
-                        &self.file,
+                    error(
+                        ErrorId::Policy,
+                        &self.name,
                         self.pos(&d.at),
                         &f,
                         format!("{dir} is or contains a symlink; refusing to follow it (S1)"),
-                    );
-                    Error::new(ErrorId::Policy, err.message())
+                    )
                 } else {
                     usage(
-                        &self.file,
+                        &self.name,
                         self.pos(&d.at),
                         &f,
                         format!("cannot list directory {dir}: {e}"),
@@ -476,17 +557,17 @@ impl Manifest {
         for name in targets.iter().filter(|n| sources.binary_search(n).is_ok()) {
             let join = |dir: &SafePath| SafePath::new(&format!("{dir}/{name}"));
             match (join(&d.targets), join(&d.sources)) {
-                (Ok(t), Ok(s)) => out.push((
-                    t,
-                    Some(s),
-                    Origin {
+                (Ok(target), Ok(source)) => out.push(Request {
+                    target,
+                    source: Some(source),
+                    origin: Origin {
                         field: format!("{} ({name})", field("targets")),
                         at: d.at.clone(),
                     },
-                )),
+                }),
                 (Err(e), _) | (_, Err(e)) => {
                     return Err(usage(
-                        &self.file,
+                        &self.name,
                         self.pos(&d.at),
                         &field("targets"),
                         format!("{name}: {}", path_error(&e)),
@@ -496,7 +577,7 @@ impl Manifest {
         }
         if out.is_empty() {
             return Err(usage(
-                &self.file,
+                &self.name,
                 self.pos(&d.at),
                 &field("targets"),
                 format!(
@@ -509,7 +590,7 @@ impl Manifest {
     }
 }
 
-/// Sorted entry names of `dir` (skipping Switchyard's own `.switchyard.*` entries).
+/// Sorted entry names of `dir`, skipping `.`, `..` and Switchyard's own entries.
 fn list_dir(root: &Root, dir: &SafePath) -> std::io::Result<Vec<String>> {
     let fd = root.open_dir(dir.as_str())?;
     let mut names = Vec::new();
@@ -518,7 +599,7 @@ fn list_dir(root: &Root, dir: &SafePath) -> std::io::Result<Vec<String>> {
         let Ok(name) = entry.file_name().to_str() else {
             continue;
         };
-        if name == "." || name == ".." || name.starts_with(".switchyard.") {
+        if name == "." || name == ".." || name.starts_with(RESERVED_PREFIX) {
             continue;
         }
         names.push(name.to_owned());
@@ -527,7 +608,7 @@ fn list_dir(root: &Root, dir: &SafePath) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
-fn check(file: &str, text: &str, i: usize, c: &RawCheck) -> Result<CommandCheck, Error> {
+fn check(file: &str, text: &str, i: usize, c: &RawCheck) -> Result<CommandCheck> {
     let field = |f: &str| format!("smoke.check[{i}].{f}");
     let pos = |r: Range<usize>| Some(line_col(text, r.start));
     let argv: Vec<String> = c
