@@ -101,6 +101,8 @@ pub enum Command {
     ///
     /// Never mutates. Exits 10 (E_POLICY) when any action stops: a missing source, a
     /// target outside allow_roots or under forbid_paths, a symlinked parent directory…
+    /// or 60 (E_BACKUP_MISSING) when the only reason is a restore with no backup: the
+    /// code `apply` exits with for the same plan.
     Preflight(ManifestArg),
     /// Apply a manifest (a dry-run unless --commit)
     ///

@@ -199,7 +199,8 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// `preflight MANIFEST`: exit 10 when any row stops.
+/// `preflight MANIFEST`: exits with the stopped preflight's code (10, or 60 when
+/// only backups are missing), as `apply` would.
 pub fn preflight(ctx: &Ctx, manifest: &Path) -> CmdResult {
     let (sy, plan) = load(ctx, manifest)?;
     let rep = sy.preflight(&plan)?;
@@ -210,20 +211,8 @@ pub fn preflight(ctx: &Ctx, manifest: &Path) -> CmdResult {
         .iter()
         .filter(|r| r.verdict == Verdict::Warn)
         .count();
-    let err = (stops > 0).then(|| {
-        let first = rep
-            .stops()
-            .next()
-            .map(|r| format!("{}: {}", r.path, r.notes.join("; ")))
-            .unwrap_or_default();
-        Error::new(
-            ErrorId::Policy,
-            format!(
-                "preflight stopped {stops} of {} actions; first: {first}",
-                rep.rows.len()
-            ),
-        )
-    });
+    // The library's verdict: the same error (and exit code) apply would fail with.
+    let err = rep.error();
     let rows_json: Vec<Value> = rep
         .rows
         .iter()

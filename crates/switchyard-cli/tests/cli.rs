@@ -758,3 +758,44 @@ fn embedder_plan_is_the_cli_plan() {
     assert_eq!(cli["actions"], Value::Array(lib));
     assert_eq!(cli["actions"].as_array().unwrap().len(), 4);
 }
+
+#[test]
+fn preflight_and_apply_agree_on_a_restore_without_backup_d4_o8() {
+    // D4/O8: one question, one answer. A restore with no backup stops preflight; the
+    // `preflight` command and `apply` (dry-run and commit) all report the library's
+    // verdict, E_BACKUP_MISSING, exit 60 (preflight used to say E_POLICY, exit 10).
+    let sb = Sandbox::new();
+    let m = sb
+        .manifest(
+            "m.toml",
+            dev_manifest("[[restore]]\ntarget = \"usr/bin/ls\"\n"),
+        )
+        .display()
+        .to_string();
+    let before = sb.snapshot();
+    let pre = sb.run(&["--json", "preflight", &m]);
+    pre.expect(60);
+    let pj = pre.json();
+    assert_eq!(pj["ok"], false);
+    assert_eq!(pj["error_id"], "E_BACKUP_MISSING");
+    assert_eq!(pj["exit_code"], 60);
+    assert!(
+        pre.stderr.contains("error[E_BACKUP_MISSING]"),
+        "{}",
+        pre.stderr
+    );
+    for args in [vec!["apply", &m], vec!["apply", &m, "--commit"]] {
+        let mut full = vec!["--json"];
+        full.extend(args.iter().copied());
+        let r = sb.run(&full);
+        r.expect(pj["exit_code"].as_i64().unwrap() as i32);
+        assert_eq!(r.json()["error_id"], pj["error_id"], "{args:?}");
+    }
+    let human = sb.run(&["preflight", &m]);
+    human.expect(60);
+    assert_eq!(human.stderr.lines().count(), 1);
+    assert!(human
+        .stderr
+        .contains("preflight stopped 1 of 1 actions; first: usr/bin/ls:"));
+    assert_eq!(sb.snapshot(), before, "nothing was changed");
+}
