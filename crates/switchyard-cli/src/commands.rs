@@ -8,8 +8,8 @@ use switchyard::journal::StateDir;
 use switchyard::node::NodeKind;
 use switchyard::preflight::Verdict;
 use switchyard::{
-    ActionOutcome, ApplyMode, CommandCheck, CommandSmoke, Error, ErrorId, FileLock, Manifest,
-    Outcome, Plan, Policy, Root, RunSelector, StateLocation, Switchyard,
+    ActionOutcome, ApplyMode, CommandCheck, CommandSmoke, DriftState, Error, ErrorId, FileLock,
+    Manifest, Outcome, Plan, Policy, Root, RunSelector, StateLocation, Switchyard,
 };
 use uuid::Uuid;
 
@@ -395,7 +395,8 @@ fn plan_id_of(ctx: &Ctx, run: &Uuid) -> Option<Uuid> {
 
 /// `rollback [RUN_ID | --last] [--commit]`.
 pub fn rollback(ctx: &Ctx, run: Option<Uuid>, commit: bool) -> CmdResult {
-    let sy = ctx.engine(Policy::production(), Vec::new())?;
+    // The run is undone under the policy it recorded; the handle's is the default.
+    let sy = ctx.engine(Policy::default(), Vec::new())?;
     let out = &ctx.out;
     let which = run.map_or(RunSelector::Last, RunSelector::Id);
     let mode = if commit {
@@ -491,7 +492,8 @@ fn outcome_str(o: Outcome) -> &'static str {
 
 /// `recover [--commit]`.
 pub fn recover(ctx: &Ctx, commit: bool) -> CmdResult {
-    let sy = ctx.engine(Policy::production(), Vec::new())?;
+    // Each interrupted run is settled under the policy it recorded.
+    let sy = ctx.engine(Policy::default(), Vec::new())?;
     let out = &ctx.out;
     let mode = if commit {
         ApplyMode::Commit
@@ -562,22 +564,13 @@ pub fn recover(ctx: &Ctx, commit: bool) -> CmdResult {
     Ok(0)
 }
 
-/// `status`.
+/// `status`: the library's [`switchyard::Status`], as a table (plus a line per target
+/// that is no longer what its run installed, M4) or as JSON.
 pub fn status(ctx: &Ctx) -> CmdResult {
-    let sy = ctx.engine(Policy::production(), Vec::new())?;
+    let sy = ctx.engine(Policy::default(), Vec::new())?;
     let st = sy.status()?;
     let out = &ctx.out;
-    out.json(&json!({
-        "targets": st.targets.iter().map(|t| json!({
-            "path": t.path,
-            "kind": t.kind.as_str(),
-            "link_dest": t.link_dest,
-            "run_id": t.run_id.to_string(),
-            "backup": t.backup,
-        })).collect::<Vec<_>>(),
-        "pending_journal": st.pending_journal,
-        "state_dir": st.state_dir.display().to_string(),
-    }));
+    out.json(&serde_json::to_value(&st).unwrap_or_default());
     if !out.human() {
         return Ok(0);
     }
@@ -606,6 +599,18 @@ pub fn status(ctx: &Ctx) -> CmdResult {
             out,
             &["TARGET", "KIND", "LINK DEST", "RUN", "BACKUP"],
             rows,
+        ));
+    }
+    for t in st
+        .targets
+        .iter()
+        .filter(|t| t.state != DriftState::InEffect)
+    {
+        s.push_str(&format!(
+            "{}: {} — no longer what run {} installed; apply its manifest again or roll the run back\n",
+            t.path,
+            out.paint(Paint::Yellow, t.state.as_str()),
+            t.run_id
         ));
     }
     s.push_str(&format!(

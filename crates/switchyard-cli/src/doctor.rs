@@ -1,218 +1,89 @@
-//! `doctor`: the lock, pending journals, the state directory's health, and what
-//! `recover` would do. Read-only (it never creates the state directory or the lock
-//! file); exits 90 (`E_RECOVERY`) when an interrupted run is pending, 1 when anything
-//! else needs attention.
+//! `doctor`: renders the library's health report ([`switchyard::Switchyard::doctor`]):
+//! the state directory, the lock, pending journals and what `recover` would do.
+//! Read-only; exits 90 (`E_RECOVERY`) when an interrupted run is pending, 1 when
+//! anything else needs attention — the report's verdict.
 
 use crate::commands::{CmdResult, Ctx, Failure};
 use crate::output::{Out, Paint};
-use serde_json::{json, Value};
 use std::io::Write;
-use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
-use switchyard::adapters::lock::{probe, LOCK_FILE};
-use switchyard::journal::RunKind;
-use switchyard::{ApplyMode, Error, ErrorId, Outcome, Policy};
+use switchyard::{Area, Health, LockState, Outcome, Policy};
 
-fn kind_str(k: RunKind) -> &'static str {
-    match k {
-        RunKind::Apply => "apply",
-        RunKind::Rollback => "rollback",
-        RunKind::Recovery => "recovery",
+/// The report's lines: (colour, area, text).
+fn lines(h: &Health) -> Vec<(Paint, &'static str, String)> {
+    let path = h.state_dir.path.display();
+    let mut v = Vec::new();
+    for area in Area::ALL {
+        let name = area.as_str();
+        let mut bad = false;
+        for p in h.problems_in(area) {
+            bad = true;
+            v.push((Paint::Red, name, p.message.clone()));
+        }
+        let line = match area {
+            Area::StateDir if !h.state_dir.exists => Some((
+                Paint::Green,
+                format!("{path} does not exist yet (nothing has been committed here)"),
+            )),
+            Area::StateDir => Some((Paint::Green, path.to_string())),
+            Area::Lock => match (h.lock.state, h.lock.pid) {
+                (LockState::Absent, _) => Some((Paint::Green, "free (no lock file yet)".into())),
+                (LockState::Free, _) => Some((Paint::Green, "free".into())),
+                (LockState::Held, pid) => {
+                    let who = pid.map_or("an unknown process".to_owned(), |p| format!("pid {p}"));
+                    Some((
+                        Paint::Yellow,
+                        format!("held by {who}: a switchyard run is in progress"),
+                    ))
+                }
+                (LockState::Unknown, _) if bad => None,
+                (LockState::Unknown, _) => Some((Paint::Yellow, "state unknown".into())),
+            },
+            Area::RunRecords => h
+                .state_dir
+                .records
+                .map(|n| (Paint::Green, format!("{n} readable under {path}/runs"))),
+            Area::PendingJournal if h.state_dir.opened => Some((Paint::Green, "none".into())),
+            Area::PendingJournal => None,
+            Area::Recover if h.recover.is_empty() => Some((Paint::Green, "do nothing".into())),
+            Area::Recover => {
+                let list: Vec<String> = h
+                    .recover
+                    .iter()
+                    .map(|s| match s.outcome {
+                        Outcome::Completed => {
+                            format!("complete run {} (it had committed)", s.run_id)
+                        }
+                        Outcome::Undone => format!("undo run {}", s.run_id),
+                    })
+                    .collect();
+                Some((
+                    Paint::Yellow,
+                    format!("{} — run `switchyard recover --commit`", list.join("; ")),
+                ))
+            }
+        };
+        match line {
+            // A problem replaces the area's "ok" line; notes (what recover would do)
+            // are shown beside problems.
+            Some((Paint::Green, _)) if bad => {}
+            Some((p, text)) => v.push((p, name, text)),
+            None => {}
+        }
     }
-}
-
-struct Report {
-    lines: Vec<(Paint, String, String)>,
-    problems: Vec<String>,
-    pending: bool,
-}
-
-impl Report {
-    fn ok(&mut self, what: &str, s: impl Into<String>) {
-        self.lines.push((Paint::Green, what.into(), s.into()));
-    }
-    fn info(&mut self, what: &str, s: impl Into<String>) {
-        self.lines.push((Paint::Yellow, what.into(), s.into()));
-    }
-    fn bad(&mut self, what: &str, s: impl Into<String>) {
-        let s = s.into();
-        self.problems.push(format!("{what}: {s}"));
-        self.lines.push((Paint::Red, what.into(), s));
-    }
+    v
 }
 
 /// `doctor`.
 pub fn doctor(ctx: &Ctx) -> CmdResult {
-    let mut r = Report {
-        lines: Vec::new(),
-        problems: Vec::new(),
-        pending: false,
-    };
-    let mut doc = json!({});
-    let state_path = match &ctx.state {
-        Some(p) => p.clone(),
-        None => ctx.root.join("var/lib/switchyard"),
-    };
-    doc["state_dir"] = json!({"path": state_path.display().to_string()});
-    doc["lock"] = json!({"state": "absent", "pid": null});
-    doc["pending_journals"] = json!([]);
-    doc["recover"] = json!([]);
-    match ctx.open_state() {
-        Err(e) => {
-            r.bad(
-                "state directory",
-                format!("{} cannot be opened: {}", state_path.display(), e.message()),
-            );
-            doc["state_dir"]["exists"] = json!(true);
-        }
-        Ok(None) => {
-            r.ok(
-                "state directory",
-                format!(
-                    "{} does not exist yet (nothing has been committed here)",
-                    state_path.display()
-                ),
-            );
-            r.ok("lock", "free (no lock file yet)");
-            doc["state_dir"]["exists"] = json!(false);
-        }
-        Ok(Some(sd)) => {
-            doc["state_dir"]["exists"] = json!(true);
-            match std::fs::symlink_metadata(&state_path) {
-                Ok(md) if md.mode() & 0o022 != 0 => r.bad(
-                    "state directory",
-                    format!(
-                        "{} is group/world-writable (mode {:o}): anyone could forge records; run `chmod go-w` on it",
-                        state_path.display(),
-                        md.mode() & 0o7777
-                    ),
-                ),
-                Ok(_) => r.ok("state directory", state_path.display().to_string()),
-                Err(e) => r.bad("state directory", format!("{}: {e}", state_path.display())),
-            }
-            let lock_exists =
-                rustix::fs::statat(sd.fd(), LOCK_FILE, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                    .is_ok();
-            if !lock_exists {
-                r.ok("lock", "free (no lock file yet)");
-            } else {
-                match probe(sd.fd().as_fd()) {
-                    Ok(None) => {
-                        r.ok("lock", "free");
-                        doc["lock"] = json!({"state": "free", "pid": null});
-                    }
-                    Ok(Some(pid)) => {
-                        let who = if pid == 0 {
-                            "an unknown process".to_owned()
-                        } else {
-                            format!("pid {pid}")
-                        };
-                        r.info(
-                            "lock",
-                            format!("held by {who}: a switchyard run is in progress"),
-                        );
-                        doc["lock"] = json!({"state": "held", "pid": (pid != 0).then_some(pid)});
-                    }
-                    Err(e) => {
-                        r.bad("lock", format!("cannot be probed: {e}"));
-                        doc["lock"] = json!({"state": "unknown", "pid": null});
-                    }
-                }
-            }
-            match sd.records() {
-                Ok(recs) => {
-                    r.ok(
-                        "run records",
-                        format!(
-                            "{} readable under {}/runs",
-                            recs.len(),
-                            state_path.display()
-                        ),
-                    );
-                    doc["state_dir"]["records"] = json!(recs.len());
-                }
-                Err(e) => r.bad("run records", e.message().to_owned()),
-            }
-            match sd.pending() {
-                Ok(p) if p.is_empty() => r.ok("pending journal", "none"),
-                Ok(p) => {
-                    r.pending = true;
-                    let list: Vec<String> = p
-                        .iter()
-                        .map(|j| format!("{} ({})", j.run_id, kind_str(j.kind)))
-                        .collect();
-                    r.bad(
-                        "pending journal",
-                        format!("interrupted run(s): {}", list.join(", ")),
-                    );
-                    doc["pending_journals"] = json!(p
-                        .iter()
-                        .map(|j| json!({"run_id": j.run_id.to_string(), "kind": kind_str(j.kind)}))
-                        .collect::<Vec<_>>());
-                }
-                Err(e) => {
-                    r.pending = true;
-                    r.bad("pending journal", e.message().to_owned());
-                }
-            }
-        }
-    }
-    // What recovery would do (a dry-run never mutates).
-    match ctx
-        .engine(Policy::production(), Vec::new())
-        .and_then(|sy| sy.recover(ApplyMode::DryRun))
-    {
-        Ok(rep) if rep.settled.is_empty() => r.ok("recover would", "do nothing"),
-        Ok(rep) => {
-            let list: Vec<String> = rep
-                .settled
-                .iter()
-                .map(|(id, o)| match o {
-                    Outcome::Completed => format!("complete run {id} (it had committed)"),
-                    Outcome::Undone => format!("undo run {id}"),
-                })
-                .collect();
-            r.info(
-                "recover would",
-                format!("{} — run `switchyard recover --commit`", list.join("; ")),
-            );
-            doc["recover"] = json!(rep
-                .settled
-                .iter()
-                .map(
-                    |(id, o)| json!({"run_id": id.to_string(), "outcome": match o {
-                        Outcome::Completed => "completed",
-                        Outcome::Undone => "undone",
-                    }})
-                )
-                .collect::<Vec<_>>());
-        }
-        Err(e) => r.bad("recover would", format!("fail: {}", e.message())),
-    }
-    let err = if r.pending {
-        Some(
-            Error::new(
-                ErrorId::Recovery,
-                format!("needs attention: {}", r.problems.join("; ")),
-            )
-            .with_remediation("run `switchyard recover --commit`"),
-        )
-    } else if !r.problems.is_empty() {
-        Some(Error::new(
-            ErrorId::Generic,
-            format!("needs attention: {}", r.problems.join("; ")),
-        ))
-    } else {
-        None
-    };
-    doc["problems"] = json!(r.problems);
-    doc["exit_code"] = json!(err.as_ref().map_or(0, |e| e.exit_code()));
-    doc["error_id"] = err.as_ref().map_or(Value::Null, |e| json!(e.id().as_str()));
+    let sy = ctx.engine(Policy::default(), Vec::new())?;
+    let h = sy.doctor();
+    let err = h.error();
     let out: &Out = &ctx.out;
-    out.json(&doc);
-    let width = r.lines.iter().map(|(_, w, _)| w.len()).max().unwrap_or(0);
+    out.json(&serde_json::to_value(&h).unwrap_or_default());
+    let lines = lines(&h);
+    let width = lines.iter().map(|(_, w, _)| w.len()).max().unwrap_or(0);
     let mut s = String::new();
-    for (p, what, text) in &r.lines {
+    for (p, what, text) in &lines {
         let mark = match p {
             Paint::Green => out.paint(Paint::Green, "ok  "),
             Paint::Red => out.paint(Paint::Red, "FIX "),

@@ -302,12 +302,13 @@ fn status_json_and_human_after_apply() {
     for t in ts {
         assert_eq!(
             keys(t),
-            ["backup", "kind", "link_dest", "path", "run_id"]
+            ["backup", "kind", "link_dest", "path", "run_id", "state"]
                 .map(String::from)
                 .into()
         );
         assert_eq!(t["run_id"], run_id.as_str());
         assert_eq!(t["kind"], "symlink");
+        assert_eq!(t["state"], "in_effect", "M4");
     }
     let ls = ts.iter().find(|t| t["path"] == "usr/bin/ls").unwrap();
     assert_eq!(ls["link_dest"], "../lib/alt/ls");

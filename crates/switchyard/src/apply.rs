@@ -26,6 +26,7 @@ use crate::journal::{ActionRecord, RunKind, RunRecord, RunStatus, StateDir, RECO
 use crate::node::{lstat, sha256_bytes, NodeKind};
 use crate::path::NAME_MAX;
 use crate::plan::{ActionKind, Plan, RESERVED_PREFIX};
+use crate::policy::RunPolicy;
 use crate::rollback::undo_actions;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -191,7 +192,7 @@ impl Switchyard {
             existing
         };
         let guard = match &state {
-            Some(s) if commit => Some(self.lock(s)?),
+            Some(s) if commit => Some(self.lock(s, &RunPolicy::of(&self.policy))?),
             _ => None,
         };
         let mut em = self.emitter(Some(plan.plan_id), !commit);
@@ -289,6 +290,7 @@ impl Switchyard {
             actions: recs,
             changed: false,
             error: None,
+            policy: Some(RunPolicy::of(&self.policy)),
             undone: false,
         };
         let changed = record.actions.iter().any(|r| !r.noop);

@@ -1,6 +1,7 @@
-//! The [`Switchyard`] handle: configuration, and the read-only operations (plan,
-//! preflight, status). Mutating operations live in `apply`, `rollback` and
-//! `recovery`; each takes the lock and settles pending journals first (A3, L1).
+//! The [`Switchyard`] handle: configuration, plan and preflight. Mutating operations
+//! live in `apply`, `rollback` and `recovery`; each takes the lock and settles pending
+//! journals first (A3, L1). The read-only queries (status, runs, in_effect, doctor)
+//! live in `query`.
 //!
 //! Invariants: a `Switchyard` is `Send + Sync` (L4); it holds the root open as a
 //! directory handle for its whole life, so a later rename of the root path cannot
@@ -14,10 +15,9 @@ use crate::facts::{
     PreflightSummaryFact,
 };
 use crate::journal::{RunRecord, StateDir, StateLocation};
-use crate::node::{Node, NodeKind};
 use crate::path::{Resolver, Root, SafePath};
 use crate::plan::{self, Plan, PlanInput};
-use crate::policy::Policy;
+use crate::policy::{Policy, RunPolicy};
 use crate::preflight::{self, Check, CheckContext, Inspection, PreflightReport};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -155,28 +155,12 @@ pub struct Switchyard {
     pub(crate) mechanics: crate::swap::Mechanics,
 }
 
-/// A managed target, as `status` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetStatus {
-    pub path: String,
-    pub kind: NodeKind,
-    pub link_dest: Option<String>,
-    /// The run that last changed it.
-    pub run_id: Uuid,
-    /// Its backup beside it, if one is there.
-    pub backup: Option<String>,
-}
-
-/// What `status` reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Status {
-    pub targets: Vec<TargetStatus>,
-    pub pending_journal: bool,
-    pub state_dir: PathBuf,
-}
-
 impl Switchyard {
-    /// Starts a builder with `policy`.
+    /// Starts a builder with `policy`: what `plan`, `preflight` and `apply` obey.
+    /// `rollback` and `recover` obey the policy each run recorded (the stricter of it
+    /// and this one for integrity checks, see [`RunPolicy::for_undo`]), and the queries
+    /// obey none; a handle used only for those can take [`Policy::default`]
+    /// (production).
     pub fn builder(policy: Policy) -> Builder {
         let checks = preflight::builtin_checks();
         Builder {
@@ -225,18 +209,19 @@ impl Switchyard {
         Emitter::new(self.sinks.clone(), plan_id, dry_run)
     }
 
-    /// Takes the lock for a mutating run (L1–L3).
-    pub(crate) fn lock(&self, state: &StateDir) -> Result<LockGuard> {
+    /// Takes the lock for a mutating run (L1–L3), under `rules`: the handle's policy
+    /// for an apply, the recorded one for rollback and recovery.
+    pub(crate) fn lock(&self, state: &StateDir, rules: &RunPolicy) -> Result<LockGuard> {
         match &self.lock {
             Some(l) => l.acquire(
                 std::os::fd::AsFd::as_fd(state.fd()),
-                Duration::from_millis(self.policy.lock_timeout_ms),
+                Duration::from_millis(rules.lock_timeout_ms),
             ),
-            None if self.policy.require_lock_manager => Err(Error::new(
+            None if rules.require_lock_manager => Err(Error::new(
                 ErrorId::Policy,
                 format!(
                     "the {} preset refuses to commit without a lock manager (L3)",
-                    self.policy.preset.as_str()
+                    rules.preset.as_str()
                 ),
             )),
             None => Ok(LockGuard::none()),
@@ -320,50 +305,6 @@ impl Switchyard {
         emit_preflight(&mut em, &report);
         em.flush();
         Ok(report)
-    }
-
-    /// Managed targets and whether a journal is pending.
-    pub fn status(&self) -> Result<Status> {
-        let state = self.open_state(false)?;
-        let records = self.records(state.as_ref())?;
-        let pending_journal = match &state {
-            Some(s) => !s.pending()?.is_empty(),
-            None => false,
-        };
-        let mut latest: std::collections::BTreeMap<String, (Uuid, Option<String>)> =
-            Default::default();
-        for r in records.iter().filter(|r| r.is_live_apply()) {
-            for a in r.actions.iter().filter(|a| !a.noop) {
-                latest.insert(a.target.to_string(), (r.run_id, a.backup.clone()));
-            }
-        }
-        let mut targets = Vec::new();
-        for (path, (run_id, backup)) in latest {
-            let p = crate::path::SafePath::new(&path)
-                .map_err(|e| Error::new(ErrorId::Generic, e.to_string()))?;
-            let (node, backup) = match self.root.open_parent(&p) {
-                Ok(dir) => {
-                    let node = Node::observe(&dir, p.file_name(), false)
-                        .unwrap_or_else(|_| Node::absent());
-                    let present =
-                        backup.filter(|b| crate::node::lstat(&dir, b).ok().flatten().is_some());
-                    (node, present)
-                }
-                Err(_) => (Node::absent(), None),
-            };
-            targets.push(TargetStatus {
-                path,
-                kind: node.kind,
-                link_dest: node.link_dest,
-                run_id,
-                backup,
-            });
-        }
-        Ok(Status {
-            targets,
-            pending_journal,
-            state_dir: self.state_path(),
-        })
     }
 }
 

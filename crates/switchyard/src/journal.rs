@@ -19,12 +19,17 @@
 //! - Every action's `prior` snapshot (kind, link text, mode, owner, mtime, inode,
 //!   SHA-256) is the backup's sidecar (S6); it lives here, written once per run, so
 //!   sidecars cost no per-action fsync.
+//! - Every journal and record carries its `format`, checked on read: a format this
+//!   build does not know is a clear error, never a guess (S9). Format 2 adds the
+//!   run's [`RunPolicy`], which rollback and recovery of that run obey; format 1
+//!   (no policy) is still read, and undone under the caller's policy.
 
 use crate::durability::{ensure_dir, remove_durably, write_durably, write_renamed};
 use crate::error::{Error, ErrorId, Result};
 use crate::node::Node;
 use crate::path::{Root, SafePath};
 use crate::plan::ActionKind;
+use crate::policy::RunPolicy;
 use rustix::fs::{openat, Dir, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read};
@@ -32,8 +37,11 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
-/// Format version of journal and record files.
-pub const RECORD_FORMAT: u32 = 1;
+/// Format version of journal and record files written by this build.
+pub const RECORD_FORMAT: u32 = 2;
+
+/// Every format version this build reads (1: before records carried their policy).
+pub const READABLE_FORMATS: [u32; 2] = [1, 2];
 
 /// What kind of run a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +80,7 @@ pub enum RunStatus {
 
 /// One action as journaled: enough to finish or undo it from any intermediate state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ActionRecord {
     pub action_id: Uuid,
     pub kind: ActionKind,
@@ -95,7 +104,9 @@ pub struct ActionRecord {
 
 /// A run's journal, and once settled, its record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunRecord {
+    /// [`RECORD_FORMAT`] when written; checked against [`READABLE_FORMATS`] on read.
     pub format: u32,
     pub run_id: Uuid,
     pub kind: RunKind,
@@ -108,6 +119,10 @@ pub struct RunRecord {
     pub changed: bool,
     /// Why the run failed, when it did.
     pub error: Option<String>,
+    /// The policy the run was committed under (format 2; `None` in format 1): rollback
+    /// and recovery of this run obey it (see [`RunPolicy::for_undo`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<RunPolicy>,
     /// A settled rollback undid this run (read from the `undone` marker, not stored).
     #[serde(skip)]
     pub undone: bool,
@@ -458,5 +473,28 @@ fn read_json(dir: &OwnedFd, name: &str) -> io::Result<RunRecord> {
     )?;
     let mut s = String::new();
     std::fs::File::from(fd).read_to_string(&mut s)?;
-    serde_json::from_str(&s).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    parse_record(&s).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Parses a journal or record, checking its format version first (S9): an unknown
+/// version is refused with a message naming it, never read as another one.
+pub fn parse_record(text: &str) -> std::result::Result<RunRecord, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let format = v.get("format").and_then(serde_json::Value::as_u64);
+    match format {
+        Some(f) if READABLE_FORMATS.iter().any(|k| u64::from(*k) == f) => {}
+        Some(f) => {
+            return Err(format!(
+                "format version {f} is not one this switchyard reads ({READABLE_FORMATS:?}); \
+                 it was written by another version of switchyard"
+            ))
+        }
+        None => return Err("no numeric format version".to_owned()),
+    }
+    let rec: RunRecord = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    match (rec.format, &rec.policy) {
+        (1, Some(_)) => Err("format 1 carries no policy, but this one has one".to_owned()),
+        (2, None) => Err("format 2 must record the run's policy, but it is missing".to_owned()),
+        _ => Ok(rec),
+    }
 }

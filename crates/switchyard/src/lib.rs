@@ -32,6 +32,7 @@ pub mod path;
 pub mod plan;
 pub mod policy;
 pub mod preflight;
+mod query;
 mod recovery;
 mod rollback;
 mod swap;
@@ -39,7 +40,7 @@ mod swap;
 pub use adapters::lock::{FileLock, LockManager};
 pub use adapters::smoke::{CommandCheck, CommandSmoke, SmokeOutcome, SmokeRunner};
 pub use apply::{ActionOutcome, ApplyReport};
-pub use engine::{ApplyMode, Builder, ProgressFn, Status, Switchyard, TargetStatus};
+pub use engine::{ApplyMode, Builder, ProgressFn, Switchyard};
 pub use error::{Error, ErrorId, Result};
 pub use facts::{Fact, FactSink, JsonlSink, MemorySink};
 pub use journal::StateLocation;
@@ -47,6 +48,10 @@ pub use journal::StateLocation;
 pub use manifest::Manifest;
 pub use path::{PathError, Root, SafePath};
 pub use plan::{Plan, PlanInput};
-pub use policy::{Policy, Preset};
+pub use policy::{Policy, Preset, RunPolicy};
+pub use query::{
+    ActionEffect, Area, DriftState, Health, HealthVerdict, InEffect, LockState, LockStatus,
+    PendingRun, Problem, RecoverStep, RunSummary, StateDirHealth, Status, TargetStatus,
+};
 pub use recovery::{Outcome, RecoveryReport};
 pub use rollback::{RollbackReport, RunSelector};

@@ -6,9 +6,11 @@
 //! `dev` relaxes only what unprivileged tests and the demo need.
 
 use crate::path::SafePath;
+use serde::{Deserialize, Serialize};
 
 /// A named starting point for a [`Policy`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Preset {
     /// Fail closed: lock manager, smoke runner, sidecar integrity and root-owned sources required.
     Production,
@@ -108,6 +110,83 @@ impl Policy {
     }
 }
 
+/// The default policy is [`Policy::production`]: the strict one. A handle built only
+/// to query (`status`, `doctor`, `runs`, `in_effect`) or to undo recorded runs
+/// (`rollback`, `recover`, which obey the policy each run recorded, see [`RunPolicy`])
+/// needs no other.
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy::production()
+    }
+}
+
+/// The part of a [`Policy`] that undoing a run depends on. It is recorded in every
+/// journal and run record (format 2), so `rollback` and `recover` act under the policy
+/// the run was committed under, not under whatever policy the caller's handle was
+/// built with (S6, L2, L3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunPolicy {
+    /// The preset the run's policy started from (named in error messages).
+    pub preset: Preset,
+    /// Verify a backup's SHA-256 before restoring it (S6).
+    pub require_sidecar_integrity: bool,
+    /// Refuse to run without a lock manager (L3).
+    pub require_lock_manager: bool,
+    /// Longest wait for the lock before `E_LOCKING` (L2).
+    pub lock_timeout_ms: u64,
+}
+
+impl RunPolicy {
+    /// The fields of `p`.
+    pub fn of(p: &Policy) -> RunPolicy {
+        RunPolicy {
+            preset: p.preset,
+            require_sidecar_integrity: p.require_sidecar_integrity,
+            require_lock_manager: p.require_lock_manager,
+            lock_timeout_ms: p.lock_timeout_ms,
+        }
+    }
+
+    /// What undoing a run recorded under `recorded` obeys, through a handle built with
+    /// `handle`: the record's lock timeout, and integrity checks and a lock manager
+    /// required when either of the two requires them (the stricter wins). A record
+    /// without a policy (format 1) is undone under the handle's.
+    pub fn for_undo(handle: &Policy, recorded: Option<&RunPolicy>) -> RunPolicy {
+        let mine = RunPolicy::of(handle);
+        let Some(r) = recorded else {
+            return mine;
+        };
+        RunPolicy {
+            preset: if r.require_lock_manager || !mine.require_lock_manager {
+                r.preset
+            } else {
+                mine.preset
+            },
+            require_sidecar_integrity: r.require_sidecar_integrity
+                || mine.require_sidecar_integrity,
+            require_lock_manager: r.require_lock_manager || mine.require_lock_manager,
+            lock_timeout_ms: r.lock_timeout_ms,
+        }
+    }
+
+    /// Both at once, for one lock taken on behalf of several runs: every requirement
+    /// of either, and the longer lock timeout.
+    pub fn join(self, other: RunPolicy) -> RunPolicy {
+        RunPolicy {
+            preset: if self.require_lock_manager || !other.require_lock_manager {
+                self.preset
+            } else {
+                other.preset
+            },
+            require_sidecar_integrity: self.require_sidecar_integrity
+                || other.require_sidecar_integrity,
+            require_lock_manager: self.require_lock_manager || other.require_lock_manager,
+            lock_timeout_ms: self.lock_timeout_ms.max(other.lock_timeout_ms),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +208,29 @@ mod tests {
             .contains("allow_roots"));
         pol.allow_roots.clear();
         assert!(pol.deny_reason(&p("usr/bin/ls")).is_some());
+    }
+
+    #[test]
+    fn undo_obeys_the_record_and_the_stricter_integrity_s6() {
+        let mut handle = Policy::dev();
+        handle.require_sidecar_integrity = false;
+        handle.lock_timeout_ms = 5;
+        let recorded = RunPolicy::of(&Policy::production());
+        let eff = RunPolicy::for_undo(&handle, Some(&recorded));
+        assert!(eff.require_sidecar_integrity, "the record's integrity wins");
+        assert!(eff.require_lock_manager);
+        assert_eq!(eff.lock_timeout_ms, recorded.lock_timeout_ms);
+        assert_eq!(eff.preset, Preset::Production);
+        // A strict handle is not relaxed by a lax record.
+        let mut lax = RunPolicy::of(&Policy::dev());
+        lax.require_sidecar_integrity = false;
+        let eff = RunPolicy::for_undo(&Policy::production(), Some(&lax));
+        assert!(eff.require_sidecar_integrity && eff.require_lock_manager);
+        assert_eq!(eff.preset, Preset::Production);
+        // No record (format 1): the handle's.
+        assert_eq!(RunPolicy::for_undo(&handle, None), RunPolicy::of(&handle));
+        let joined = lax.join(RunPolicy::of(&handle));
+        assert_eq!(joined.lock_timeout_ms, lax.lock_timeout_ms.max(5));
+        assert_eq!(Policy::default(), Policy::production());
     }
 }

@@ -8,6 +8,10 @@
 //! - a rollback is rolled forward (undo again; every step is idempotent) and its
 //!   record written as committed.
 //!
+//! Each journal is settled under the policy its run recorded (the stricter of it and
+//! the handle's for integrity checks, `RunPolicy::for_undo`); the lock is awaited as
+//! the pending runs' policies say.
+//!
 //! Then a `recovery` record is written and the journal removed. Each step is
 //! idempotent and the journal goes last, so a crash during recovery is repaired by
 //! running it again. Every mutating entry point calls [`Switchyard::recover_locked`]
@@ -18,6 +22,7 @@ use crate::error::{Error, ErrorId, Result};
 use crate::facts::{Event, Fact, RecoverySummaryFact, Stage};
 use crate::failpoints::{self as fp, hit};
 use crate::journal::{RunKind, RunRecord, RunStatus, StateDir, RECORD_FORMAT};
+use crate::policy::RunPolicy;
 use crate::rollback::undo_actions;
 use uuid::Uuid;
 
@@ -65,18 +70,25 @@ impl Switchyard {
                 ..Default::default()
             });
         };
+        let pending = state.pending()?;
         if mode == ApplyMode::DryRun {
             let mut rep = RecoveryReport {
                 dry_run: true,
                 ..Default::default()
             };
-            for j in state.pending()? {
-                let outcome = planned_outcome(&state, &j)?;
-                rep.settled.push((j.run_id, outcome));
+            for j in &pending {
+                rep.settled.push((j.run_id, planned_outcome(&state, j)?));
             }
             return Ok(rep);
         }
-        let _guard = self.lock(&state)?;
+        // The journals were read before the lock only to know how to wait for it
+        // (their recorded policies); `recover_locked` reads them again under it.
+        let rules = pending
+            .iter()
+            .map(|j| RunPolicy::for_undo(&self.policy, j.policy.as_ref()))
+            .reduce(RunPolicy::join)
+            .unwrap_or_else(|| RunPolicy::of(&self.policy));
+        let _guard = self.lock(&state, &rules)?;
         self.recover_locked(&state)
     }
 
@@ -85,10 +97,11 @@ impl Switchyard {
         let mut rep = RecoveryReport::default();
         for j in state.pending()? {
             let outcome = planned_outcome(state, &j)?;
+            let rules = RunPolicy::for_undo(&self.policy, j.policy.as_ref());
             let mut em = self.emitter(j.plan_id, false);
             let mut changed = false;
             if outcome == Outcome::Undone {
-                let verify = self.policy.require_sidecar_integrity;
+                let verify = rules.require_sidecar_integrity;
                 match undo_actions(
                     &self.root,
                     self.mechanics,
@@ -150,6 +163,7 @@ impl Switchyard {
                 actions: Vec::new(),
                 changed,
                 error: None,
+                policy: Some(rules),
                 undone: false,
             };
             state.write_record(&rec, &em.jsonl())?;
@@ -165,7 +179,9 @@ impl Switchyard {
     }
 }
 
-fn planned_outcome(state: &StateDir, j: &RunRecord) -> Result<Outcome> {
+/// How recovery settles the pending journal `j`: completes it (an apply past its
+/// commit point) or undoes it.
+pub(crate) fn planned_outcome(state: &StateDir, j: &RunRecord) -> Result<Outcome> {
     if j.kind == RunKind::Apply {
         if let Some(r) = state.record(&j.run_id)? {
             if r.status == RunStatus::Committed {

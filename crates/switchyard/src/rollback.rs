@@ -5,6 +5,8 @@
 //!   undoes its actions in reverse with [`crate::swap::undo`], journaled like an
 //!   apply so a crash mid-rollback is finished by recovery (a rollback's journal is
 //!   its own commit point: recovery always rolls it forward).
+//! - The run is undone under the policy it recorded (`RunPolicy::for_undo`: its lock
+//!   timeout; integrity checks and a lock manager if it or the handle requires them).
 //! - With `require_sidecar_integrity`, every backup is verified against its sidecar
 //!   before anything moves; one tampered backup refuses the whole rollback with
 //!   nothing changed (S6).
@@ -20,6 +22,7 @@ use crate::failpoints::{self as fp, hit};
 use crate::journal::{ActionRecord, RunKind, RunRecord, RunStatus, RECORD_FORMAT};
 use crate::node::Node;
 use crate::path::Root;
+use crate::policy::RunPolicy;
 use std::path::PathBuf;
 use uuid::Uuid;
 
@@ -148,30 +151,25 @@ impl Switchyard {
                 "no runs recorded: the state directory does not exist",
             )
         })?;
-        // Held until the rollback returns (L1).
+        // Held until the rollback returns (L1), and awaited as the run to undo
+        // recorded (L2, L3): its record is read before the lock only for that, and
+        // selected again under the lock, after recovery.
         let _guard = if commit {
-            Some(self.lock(&state)?)
+            let rules = match select(&state, which) {
+                Ok(r) => RunPolicy::for_undo(&self.policy, r.policy.as_ref()),
+                Err(_) => RunPolicy::of(&self.policy),
+            };
+            Some(self.lock(&state, &rules)?)
         } else {
             None
         };
         if commit {
             self.recover_locked(&state)?;
         }
-        let target = match which {
-            RunSelector::Id(id) => state
-                .record(&id)?
-                .filter(|r| r.kind == RunKind::Apply)
-                .ok_or_else(|| {
-                    Error::new(
-                        ErrorId::BackupMissing,
-                        format!("no apply run {id} is recorded"),
-                    )
-                })?,
-            RunSelector::Last => last_live_apply(&state)?.ok_or_else(|| {
-                Error::new(ErrorId::BackupMissing, "no applied run left to roll back")
-            })?,
-        };
+        let target = select(&state, which)?;
         let target = &target;
+        // The run is undone under the policy it was committed under (S6).
+        let rules = RunPolicy::for_undo(&self.policy, target.policy.as_ref());
         let mut em = self.emitter(target.plan_id, !commit);
         let noop = !target.is_live_apply() || !target.changed;
         let actions: Vec<ActionRecord> = if noop {
@@ -236,7 +234,7 @@ impl Switchyard {
             }
         }
         // S6: verify every backup before anything moves.
-        if self.policy.require_sidecar_integrity {
+        if rules.require_sidecar_integrity {
             if let Err(e) = verify_backups(&self.root, &actions) {
                 finish(&mut em, false, false, Some(&e));
                 return Err(e.with_run_id(em.run_id));
@@ -259,6 +257,7 @@ impl Switchyard {
             actions: actions.clone(),
             changed: false,
             error: None,
+            policy: Some(rules),
             undone: false,
         };
         state.write_journal(&record)?;
@@ -308,6 +307,23 @@ impl Switchyard {
                 Err(e.with_run_id(em.run_id))
             }
         }
+    }
+}
+
+/// The apply run `which` names.
+fn select(state: &crate::journal::StateDir, which: RunSelector) -> Result<RunRecord> {
+    match which {
+        RunSelector::Id(id) => state
+            .record(&id)?
+            .filter(|r| r.kind == RunKind::Apply)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorId::BackupMissing,
+                    format!("no apply run {id} is recorded"),
+                )
+            }),
+        RunSelector::Last => last_live_apply(state)?
+            .ok_or_else(|| Error::new(ErrorId::BackupMissing, "no applied run left to roll back")),
     }
 }
 

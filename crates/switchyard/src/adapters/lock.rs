@@ -127,13 +127,36 @@ fn read_holder(file: &mut File) -> Option<u32> {
     s.trim().parse().ok()
 }
 
-/// Who holds the lock in `state_dir`: `Ok(None)` if free, `Ok(Some(pid))` if held
-/// (pid 0 when unknown). Probing takes and releases the lock when it is free.
-pub fn probe(state_dir: BorrowedFd<'_>) -> std::io::Result<Option<u32>> {
-    let mut file = open_lock(state_dir)?;
+/// What [`probe`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockProbe {
+    /// There is no lock file yet (nothing has run here).
+    Absent,
+    /// Nobody holds the lock.
+    Free,
+    /// A process holds it: its pid, when the lock file names one.
+    Held(Option<u32>),
+}
+
+/// Who holds the lock in `state_dir`. Read-only: it never creates the lock file, and
+/// opens it read-only (`flock` needs no write access). Probing takes and releases
+/// the lock for an instant when it is free.
+///
+/// # Errors
+///
+/// The lock file cannot be opened (other than not existing) or locked.
+pub fn probe(state_dir: BorrowedFd<'_>) -> std::io::Result<LockProbe> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut file = match openat(state_dir, LOCK_FILE, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::NOENT) => return Ok(LockProbe::Absent),
+        Err(e) => return Err(e.into()),
+    };
     match file.try_lock() {
-        Ok(()) => Ok(None),
-        Err(TryLockError::WouldBlock) => Ok(Some(read_holder(&mut file).unwrap_or(0))),
+        Ok(()) => Ok(LockProbe::Free),
+        Err(TryLockError::WouldBlock) => Ok(LockProbe::Held(
+            read_holder(&mut file).filter(|pid| *pid != 0),
+        )),
         Err(TryLockError::Error(e)) => Err(e),
     }
 }
