@@ -1,0 +1,590 @@
+//! The library's read-only queries (SPEC §2, §3): `status` classifies each managed
+//! target (M4), `runs` lists the history, `in_effect` answers "is this plan in
+//! effect?" and `doctor` reports health (L1, A3, S9) — none of them writes, creates
+//! the state directory or emits a fact. And the policy a run recorded is the one its
+//! rollback and recovery obey (S6, L2), in a record format that is checked (S9).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+use switchyard::failpoints as fp;
+use switchyard::journal::{RunKind, RunStatus};
+use switchyard::{ApplyMode, Switchyard};
+use switchyard::{
+    Area, DriftState, ErrorId, HealthVerdict, LockState, Outcome, PlanInput, Policy, RunSelector,
+};
+use switchyard_testkit::{
+    engine_for, run_child, sp, standard_input, standard_links, ChildEnd, Fixture, Scenario, STATE,
+};
+
+const EXE: &str = env!("CARGO_BIN_EXE_crashchild");
+
+/// Kills a crash child at `failpoint`'s `nth` hit while it applies the standard plan.
+fn crash_apply(f: &Fixture, failpoint: &str, nth: u32) {
+    let end = run_child(
+        EXE.as_ref(),
+        &Scenario {
+            root: f.path().to_path_buf(),
+            op: "apply".into(),
+            failpoint: failpoint.into(),
+            mode: "kill".into(),
+            nth,
+            run: None,
+            links: standard_links(),
+            fallback: false,
+        },
+    );
+    assert_eq!(end, ChildEnd::Killed, "the child must die at {failpoint}");
+}
+
+/// Replaces `rel` the way a package manager does: a new file renamed over it.
+fn replace_with_file(f: &Fixture, rel: &str, body: &[u8]) {
+    let tmp = format!("{rel}.dpkg-new");
+    f.write(&tmp, body, 0o755);
+    std::fs::rename(f.host(&tmp), f.host(rel)).unwrap();
+}
+
+fn state_of(st: &switchyard::Status, path: &str) -> DriftState {
+    st.targets
+        .iter()
+        .find(|t| t.path == path)
+        .unwrap_or_else(|| panic!("{path} not in status: {st:?}"))
+        .state
+}
+
+#[test]
+fn status_classifies_targets_in_effect_drifted_missing_m4() {
+    let f = Fixture::new();
+    let (sy, sink) = f.engine();
+    let run = sy
+        .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    let st = sy.status().unwrap();
+    assert_eq!(st.targets.len(), 3);
+    for t in &st.targets {
+        assert_eq!(t.state, DriftState::InEffect, "{t:?}");
+        assert_eq!(t.run_id, run.run_id);
+    }
+
+    // The package manager replaces ls, someone deletes new, cat is untouched.
+    replace_with_file(&f, "usr/bin/ls", b"#!/bin/sh\necho gnu-ls 2\n");
+    std::fs::remove_file(f.host("usr/bin/new")).unwrap();
+    let st = sy.status().unwrap();
+    assert_eq!(state_of(&st, "usr/bin/ls"), DriftState::Drifted);
+    assert_eq!(state_of(&st, "usr/bin/new"), DriftState::Missing);
+    assert_eq!(state_of(&st, "usr/bin/cat"), DriftState::InEffect);
+    let ls = st.targets.iter().find(|t| t.path == "usr/bin/ls").unwrap();
+    assert_eq!(ls.kind, switchyard::node::NodeKind::File);
+    assert_eq!(ls.link_dest, None);
+    assert!(ls.backup.is_some(), "the backup is still beside it");
+    let new = st.targets.iter().find(|t| t.path == "usr/bin/new").unwrap();
+    assert_eq!(new.kind, switchyard::node::NodeKind::Absent);
+
+    // A symlink with other text than the run installed is drifted too.
+    std::fs::remove_file(f.host("usr/bin/cat")).unwrap();
+    std::os::unix::fs::symlink("gnu-cat", f.host("usr/bin/cat")).unwrap();
+    let st = sy.status().unwrap();
+    assert_eq!(state_of(&st, "usr/bin/cat"), DriftState::Drifted);
+
+    // SPEC §3 JSON: `state` per target, snake_case.
+    let j = serde_json::to_value(&st).unwrap();
+    let states: Vec<&str> = j["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["drifted", "drifted", "missing"]);
+    assert_eq!(j["pending_journal"], false);
+
+    // Re-applying the manifest puts every target back in effect (M4).
+    sy.apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    sink.clear();
+    let st = sy.status().unwrap();
+    assert!(st.targets.iter().all(|t| t.state == DriftState::InEffect));
+    assert!(sink.facts().is_empty(), "status emits no facts");
+}
+
+#[test]
+fn queries_emit_no_facts_and_write_nothing() {
+    let f = Fixture::new();
+    let (sy, sink) = f.engine();
+    let plan = sy.plan(&standard_input()).unwrap();
+    sy.apply(&plan, ApplyMode::Commit).unwrap();
+    replace_with_file(&f, "usr/bin/ls", b"drifted\n");
+    sink.clear();
+    let tree = f.tree();
+    let state = switchyard_testkit::Tree::capture(&f.host(STATE), &[]);
+    sy.status().unwrap();
+    sy.runs().unwrap();
+    sy.in_effect(&plan).unwrap();
+    sy.doctor();
+    assert!(sink.facts().is_empty(), "queries emit no facts");
+    assert_eq!(f.tree(), tree, "queries change nothing in the root");
+    assert_eq!(
+        switchyard_testkit::Tree::capture(&f.host(STATE), &[]),
+        state,
+        "queries write nothing to the state directory"
+    );
+}
+
+#[test]
+fn runs_are_listed_newest_first_and_never_create_the_state_dir() {
+    let f = Fixture::new();
+    let (sy, sink) = f.engine();
+    assert!(sy.runs().unwrap().is_empty());
+    assert!(
+        !f.host(STATE).exists(),
+        "runs() never creates the state dir"
+    );
+
+    let plan = sy.plan(&standard_input()).unwrap();
+    let a = sy.apply(&plan, ApplyMode::Commit).unwrap();
+    let r = sy
+        .rollback(RunSelector::Id(a.run_id), ApplyMode::Commit)
+        .unwrap();
+    let b = sy.apply(&plan, ApplyMode::Commit).unwrap();
+    sink.clear();
+    let runs = sy.runs().unwrap();
+    assert!(sink.facts().is_empty(), "runs() emits no facts");
+    let ids: Vec<_> = runs.iter().map(|s| s.run_id).collect();
+    assert_eq!(ids, [b.run_id, r.run_id, a.run_id], "newest first");
+    let kinds: Vec<_> = runs.iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, [RunKind::Apply, RunKind::Rollback, RunKind::Apply]);
+
+    let (newest, rb, oldest) = (&runs[0], &runs[1], &runs[2]);
+    assert!(newest.live && !newest.undone && newest.changed);
+    assert_eq!(newest.plan_id, Some(plan.plan_id));
+    assert_eq!(newest.action_count, 3);
+    assert_eq!(rb.target_run_id, Some(a.run_id));
+    assert!(!rb.live, "a rollback is never a live apply");
+    assert!(
+        oldest.undone && !oldest.live,
+        "the rolled-back apply is undone"
+    );
+    assert_eq!(oldest.status, RunStatus::Committed);
+    // Times come from the UUIDv7 run IDs: present, RFC 3339 UTC (fixed width, so
+    // they sort as text), and in the same order.
+    let times: Vec<&str> = runs.iter().map(|s| s.time.as_deref().unwrap()).collect();
+    assert!(
+        times.iter().all(|t| t.len() == 24 && t.ends_with('Z')),
+        "{times:?}"
+    );
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+
+    let j = serde_json::to_value(&runs).unwrap();
+    assert_eq!(j[1]["kind"], "rollback");
+    assert_eq!(j[2]["undone"], true);
+}
+
+#[test]
+fn in_effect_reads_only_no_fact_no_run_no_state_dir() {
+    let f = Fixture::new();
+    let (sy, sink) = f.engine();
+    let plan = sy.plan(&standard_input()).unwrap();
+    sink.clear();
+    let before = f.tree();
+
+    let q = sy.in_effect(&plan).unwrap();
+    assert!(!q.in_effect);
+    assert_eq!(q.plan_id, plan.plan_id);
+    assert_eq!(q.actions.len(), 3);
+    assert!(q.actions.iter().all(|a| !a.in_effect), "{q:?}");
+    assert_eq!(
+        q.actions[1].planned_link.as_deref(),
+        Some("../lib/alt/ls"),
+        "actions in plan order, with the planned link text"
+    );
+    assert!(sink.facts().is_empty(), "in_effect emits no facts");
+    assert!(
+        !f.host(STATE).exists(),
+        "in_effect never creates the state dir"
+    );
+    assert_eq!(f.tree(), before);
+
+    // Links made by hand with the planned text are in effect, with no run at all.
+    for n in ["ls", "cat", "new"] {
+        let t = f.host(&format!("usr/bin/{n}"));
+        let _ = std::fs::remove_file(&t);
+        std::os::unix::fs::symlink(format!("../lib/alt/{n}"), &t).unwrap();
+    }
+    let q = sy.in_effect(&plan).unwrap();
+    assert!(q.in_effect, "{q:?}");
+    assert!(q.actions.iter().all(|a| a.in_effect));
+    assert!(sink.facts().is_empty());
+    assert!(!f.host(STATE).exists());
+
+    // One link with other text: that action, and the plan, are not in effect.
+    std::fs::remove_file(f.host("usr/bin/cat")).unwrap();
+    std::os::unix::fs::symlink("../lib/alt/ls", f.host("usr/bin/cat")).unwrap();
+    let q = sy.in_effect(&plan).unwrap();
+    assert!(!q.in_effect);
+    let cat = q
+        .actions
+        .iter()
+        .find(|a| a.target == "usr/bin/cat")
+        .unwrap();
+    assert!(!cat.in_effect);
+    assert_eq!(cat.link_dest.as_deref(), Some("../lib/alt/ls"));
+    assert!(q
+        .actions
+        .iter()
+        .filter(|a| a.target != "usr/bin/cat")
+        .all(|a| a.in_effect));
+    assert!(sink.facts().is_empty());
+}
+
+#[test]
+fn in_effect_after_commit_and_for_restores_creates_no_run() {
+    let f = Fixture::new();
+    let (sy, sink) = f.engine();
+    let plan = sy.plan(&standard_input()).unwrap();
+    sy.apply(&plan, ApplyMode::Commit).unwrap();
+    let restore = sy
+        .plan(&PlanInput::default().restore(sp("usr/bin/ls")))
+        .unwrap();
+    sink.clear();
+    let runs = sy.runs().unwrap().len();
+    assert!(sy.in_effect(&plan).unwrap().in_effect);
+    let q = sy.in_effect(&restore).unwrap();
+    assert!(!q.in_effect, "ls is still the link: {q:?}");
+    assert_eq!(sy.runs().unwrap().len(), runs, "in_effect creates no run");
+    assert!(sink.facts().is_empty());
+
+    sy.apply(&restore, ApplyMode::Commit).unwrap();
+    sink.clear();
+    let q = sy.in_effect(&restore).unwrap();
+    assert!(q.in_effect, "the restore is done: {q:?}");
+    assert!(
+        !sy.in_effect(&plan).unwrap().in_effect,
+        "ls is a file again"
+    );
+    assert!(sink.facts().is_empty());
+}
+
+#[test]
+fn in_effect_reports_an_interrupted_run_instead_of_ignoring_it_a3() {
+    let f = Fixture::new();
+    let before = f.tree();
+    // Every swap done, killed before the commit point: the disk shows the plan, but
+    // recovery will undo it.
+    crash_apply(&f, fp::APPLY_BEFORE_COMMIT, 1);
+    let (sy, sink) = f.engine();
+    let plan = sy.plan(&standard_input()).unwrap();
+    sink.clear();
+    let q = sy.in_effect(&plan).unwrap();
+    assert!(
+        q.actions.iter().all(|a| a.in_effect),
+        "the targets are the links: {q:?}"
+    );
+    assert!(!q.in_effect, "a pending journal means not (yet) in effect");
+    assert_eq!(q.pending_journals.len(), 1);
+    assert_eq!(q.pending_journals[0].kind, RunKind::Apply);
+    assert!(sink.facts().is_empty());
+    assert!(
+        sy.status().unwrap().pending_journal,
+        "the journal is untouched"
+    );
+    sy.recover(ApplyMode::Commit).unwrap();
+    assert_eq!(f.tree(), before);
+    assert!(!sy.in_effect(&plan).unwrap().in_effect);
+}
+
+#[test]
+fn doctor_is_ok_on_a_fresh_root_and_never_creates_the_state_dir() {
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    let h = sy.doctor();
+    assert_eq!(h.verdict, HealthVerdict::Ok);
+    assert_eq!(h.exit_code, 0);
+    assert!(h.error().is_none());
+    assert!(!h.state_dir.exists);
+    assert_eq!(h.lock.state, LockState::Absent);
+    assert!(h.problems.is_empty());
+    assert!(
+        !f.host(STATE).exists(),
+        "doctor never creates the state dir"
+    );
+    sy.apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    let h = sy.doctor();
+    assert_eq!(h.verdict, HealthVerdict::Ok, "{h:?}");
+    assert_eq!(h.lock.state, LockState::Free);
+    assert_eq!(h.state_dir.records, Some(1));
+}
+
+#[test]
+fn doctor_flags_a_world_writable_state_dir_s9() {
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    sy.apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    std::fs::set_permissions(f.host(STATE), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let h = sy.doctor();
+    assert_eq!(h.verdict, HealthVerdict::NeedsAttention);
+    assert_eq!(h.exit_code, 1);
+    assert_eq!(h.error_id, Some(ErrorId::Generic));
+    assert_eq!(h.state_dir.mode, Some(0o777));
+    assert_eq!(h.problems.len(), 1, "{:?}", h.problems);
+    assert_eq!(h.problems[0].area, Area::StateDir);
+    assert!(h.problems[0].message.contains("world-writable"));
+    let e = h.error().unwrap();
+    assert_eq!(e.id(), ErrorId::Generic);
+    let j = serde_json::to_value(&h).unwrap();
+    assert!(j["problems"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("state directory: "));
+    assert_eq!(j["verdict"], "needs_attention");
+    assert_eq!(j["exit_code"], 1);
+    assert_eq!(j["error_id"], "E_GENERIC");
+
+    std::fs::set_permissions(f.host(STATE), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(sy.doctor().verdict, HealthVerdict::Ok);
+}
+
+#[test]
+fn doctor_names_the_lock_holder_l1() {
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    sy.apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(f.host(STATE).join("lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    std::fs::write(
+        f.host(STATE).join("lock"),
+        format!("{}\n", std::process::id()),
+    )
+    .unwrap();
+    let h = sy.doctor();
+    assert_eq!(h.lock.state, LockState::Held);
+    assert_eq!(h.lock.pid, Some(std::process::id()));
+    assert_eq!(h.verdict, HealthVerdict::Ok, "a held lock is not a problem");
+    drop(lock);
+    assert_eq!(sy.doctor().lock.state, LockState::Free);
+}
+
+#[test]
+fn doctor_reports_the_journal_a_crashed_child_left_a3() {
+    let f = Fixture::new();
+    let before = f.tree();
+    crash_apply(&f, fp::APPLY_AFTER_SWAP, 2);
+    let (sy, sink) = f.engine();
+    let tree = f.tree();
+    let h = sy.doctor();
+    assert_eq!(h.verdict, HealthVerdict::PendingRecovery);
+    assert_eq!(h.exit_code, 90);
+    assert_eq!(h.error_id, Some(ErrorId::Recovery));
+    assert_eq!(h.pending_journals.len(), 1);
+    let run = h.pending_journals[0].run_id;
+    assert_eq!(h.pending_journals[0].kind, RunKind::Apply);
+    assert_eq!(h.recover.len(), 1);
+    assert_eq!(h.recover[0].run_id, run);
+    assert_eq!(h.recover[0].outcome, Outcome::Undone);
+    assert!(h
+        .problems
+        .iter()
+        .any(|p| p.area == Area::PendingJournal && p.message.contains(&run.to_string())));
+    assert_eq!(h.lock.state, LockState::Free, "a dead child holds no lock");
+    let e = h.error().unwrap();
+    assert_eq!(e.id(), ErrorId::Recovery);
+    assert_eq!(e.exit_code(), 90);
+    let j = serde_json::to_value(&h).unwrap();
+    assert_eq!(j["pending_journals"][0]["run_id"], run.to_string());
+    assert_eq!(j["recover"][0]["outcome"], "undone");
+    assert_eq!(j["verdict"], "pending_recovery");
+    assert!(sink.facts().is_empty(), "doctor emits no facts");
+    assert_eq!(f.tree(), tree, "doctor changes nothing");
+
+    sy.recover(ApplyMode::Commit).unwrap();
+    assert_eq!(f.tree(), before);
+    assert_eq!(sy.doctor().verdict, HealthVerdict::Ok);
+}
+
+fn engine(f: &Fixture, edit: impl FnOnce(&mut Policy)) -> Switchyard {
+    let mut p = Policy::dev();
+    edit(&mut p);
+    engine_for(f.path(), p).0
+}
+
+fn tamper_backup_of_ls(f: &Fixture) {
+    let bak = f.host("usr/bin/.switchyard.ls.1.bak");
+    let mut body = std::fs::read(&bak).unwrap();
+    body.extend_from_slice(b"echo tampered\n");
+    // In place: same inode, other bytes.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&bak)
+        .and_then(|mut fh| std::io::Write::write_all(&mut fh, &body))
+        .unwrap();
+}
+
+#[test]
+fn rollback_verifies_backups_when_the_run_recorded_integrity_s6() {
+    let f = Fixture::new();
+    let strict = engine(&f, |p| p.require_sidecar_integrity = true);
+    let run = strict
+        .apply(&strict.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    tamper_backup_of_ls(&f);
+    let tampered = f.tree();
+    // A handle that would not verify still does: the run recorded that it must.
+    let lax = engine(&f, |p| p.require_sidecar_integrity = false);
+    let e = lax
+        .rollback(RunSelector::Id(run.run_id), ApplyMode::Commit)
+        .unwrap_err();
+    assert_eq!(e.id(), ErrorId::RestoreFailed, "{e}");
+    assert!(e.message().contains("does not match its sidecar"), "{e}");
+    assert_eq!(f.tree(), tampered, "nothing moved");
+    // The dry-run predicts the same refusal.
+    assert!(lax
+        .rollback(RunSelector::Id(run.run_id), ApplyMode::DryRun)
+        .is_err());
+}
+
+#[test]
+fn rollback_waits_for_the_lock_as_long_as_the_run_recorded_l2() {
+    let f = Fixture::new();
+    let quick = engine(&f, |p| p.lock_timeout_ms = 100);
+    let run = quick
+        .apply(&quick.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .open(f.host(STATE).join("lock"))
+        .unwrap();
+    held.lock().unwrap();
+    let patient = engine(&f, |p| p.lock_timeout_ms = 20_000);
+    let t = Instant::now();
+    let e = patient
+        .rollback(RunSelector::Id(run.run_id), ApplyMode::Commit)
+        .unwrap_err();
+    assert_eq!(e.id(), ErrorId::Locking);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "waited {:?}: the handle's timeout, not the run's 100 ms",
+        t.elapsed()
+    );
+    assert!(e.message().contains("within 100 ms"), "{e}");
+}
+
+#[test]
+fn recovery_verifies_backups_when_the_journal_recorded_integrity_s6() {
+    let f = Fixture::new();
+    // The crash child runs the dev preset: require_sidecar_integrity = true.
+    crash_apply(&f, fp::APPLY_AFTER_BACKUP, 2);
+    tamper_backup_of_ls(&f);
+    let lax = engine(&f, |p| p.require_sidecar_integrity = false);
+    let e = lax.recover(ApplyMode::Commit).unwrap_err();
+    assert_eq!(e.id(), ErrorId::Recovery, "{e}");
+    assert!(e.message().contains("does not match its sidecar"), "{e}");
+    assert!(
+        f.host("usr/bin/.switchyard.ls.1.bak").exists(),
+        "the tampered backup was not put back"
+    );
+    assert!(
+        lax.status().unwrap().pending_journal,
+        "the run stays pending"
+    );
+}
+
+fn record_path(f: &Fixture, run: &impl ToString) -> std::path::PathBuf {
+    f.host(STATE)
+        .join("runs")
+        .join(run.to_string())
+        .join("record.json")
+}
+
+fn edit_json(p: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn record_format_is_checked_on_read_s9() {
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    let run = sy
+        .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    let rec = record_path(&f, &run.run_id);
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&rec).unwrap()).unwrap();
+    assert_eq!(written["format"], switchyard::journal::RECORD_FORMAT);
+    assert_eq!(written["format"], 2);
+    assert_eq!(written["policy"]["preset"], "dev");
+    assert_eq!(written["policy"]["require_sidecar_integrity"], true);
+
+    // An unknown version is a clear error everywhere, never a misread record.
+    edit_json(&rec, |v| v["format"] = 99.into());
+    let applied = f.tree();
+    for e in [
+        sy.status().unwrap_err(),
+        sy.runs().unwrap_err(),
+        sy.rollback(RunSelector::Id(run.run_id), ApplyMode::Commit)
+            .unwrap_err(),
+    ] {
+        assert!(e.message().contains("format version 99"), "{e}");
+    }
+    assert_eq!(f.tree(), applied, "nothing moved");
+    let h = sy.doctor();
+    assert_eq!(h.verdict, HealthVerdict::NeedsAttention);
+    assert!(h.problems.iter().any(|p| p.area == Area::RunRecords));
+
+    // Format 2 without its policy is refused; unknown fields are refused.
+    edit_json(&rec, |v| {
+        v["format"] = 2.into();
+        v.as_object_mut().unwrap().remove("policy");
+    });
+    assert!(sy.status().unwrap_err().message().contains("policy"));
+    edit_json(&rec, |v| {
+        v["policy"] = written["policy"].clone();
+        v["surprise"] = true.into();
+    });
+    assert!(sy.status().unwrap_err().message().contains("surprise"));
+
+    // Format 1 (no policy) is still read, and undone under the handle's policy.
+    edit_json(&rec, |v| {
+        v["format"] = 1.into();
+        v.as_object_mut().unwrap().remove("surprise");
+        v.as_object_mut().unwrap().remove("policy");
+    });
+    assert_eq!(sy.status().unwrap().targets.len(), 3);
+    sy.rollback(RunSelector::Id(run.run_id), ApplyMode::Commit)
+        .unwrap();
+    assert!(sy.status().unwrap().targets.is_empty());
+}
+
+#[test]
+fn an_unknown_journal_format_is_a_pending_problem_not_a_guess_s9() {
+    let f = Fixture::new();
+    crash_apply(&f, fp::APPLY_AFTER_SWAP, 1);
+    let (sy, _) = f.engine();
+    let journal_dir = f.host(STATE).join("journal");
+    let j = std::fs::read_dir(&journal_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    edit_json(&j, |v| v["format"] = 7.into());
+    let tree = f.tree();
+    let h = sy.doctor();
+    assert_eq!(h.verdict, HealthVerdict::PendingRecovery);
+    assert!(
+        h.problems
+            .iter()
+            .any(|p| p.area == Area::PendingJournal && p.message.contains("format version 7")),
+        "{:?}",
+        h.problems
+    );
+    let e = sy.recover(ApplyMode::Commit).unwrap_err();
+    assert!(e.message().contains("format version 7"), "{e}");
+    assert_eq!(f.tree(), tree, "nothing moved");
+}
