@@ -1,4 +1,5 @@
-//! Command-line arguments (SPEC §3). The help text here is the manual: keep it accurate.
+//! Command-line arguments (the CLI contract of `docs/GUARANTEES.md`). The help text here
+//! is the manual: keep it accurate.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -28,21 +29,25 @@ MANIFEST (TOML; every path is relative to --root, `/x` means <root>/x):
   [smoke]
   generic = false                  # the built-in suite is not available yet: must be false
   [[smoke.check]]                  # runs after the swaps; a failure rolls everything back
-  argv = [\"usr/bin/ls\", \"--version\"]   # argv[0] without a leading / is inside the root
-  expect_exit = 0
-  expect_stdout = \"uutils\"
+  argv = [\"usr/bin/ls\", \"-d\", \"usr/bin\"]  # argv[0] without a leading / is inside the root;
+  expect_exit = 0                  # checks run on the host (not chrooted), in the root dir
+  expect_stdout = \"usr/bin\"        # optional: a substring stdout must contain
   timeout_ms = 2000
 
 STATE: <root>/var/lib/switchyard (or --state-dir): lock, journal/, runs/<run_id>/facts.jsonl.
 Every commit writes its facts to runs/<run_id>/facts.jsonl; --json names that file.
 
-EXIT CODES (SPEC §4):
+EXIT CODES:
    0  success, or nothing to change         40  E_ATOMIC_SWAP     the swap itself failed
    1  E_GENERIC    unexpected failure       50  E_EXDEV           cross-device fallback refused
    2  E_USAGE      bad arguments/manifest   60  E_BACKUP_MISSING  no backup to restore
   10  E_POLICY     preflight stopped        70  E_RESTORE_FAILED  a restore step failed
   20  E_OWNERSHIP  ownership check failed   80  E_SMOKE           health check failed (rolled back)
   30  E_LOCKING    lock not acquired        90  E_RECOVERY        interrupted run not recovered
+
+GUARANTEES: docs/GUARANTEES.md in Switchyard's source repository lists every promise (A1,
+R2, ...), the tests that prove each one, what is not implemented yet, and the full --json
+keys and fact format.
 
 Start with `switchyard demo`: it walks through every step on a throwaway root.";
 
@@ -52,6 +57,9 @@ Start with `switchyard demo`: it walks through every step on a throwaway root.";
 /// Every command that changes anything is a dry-run unless given --commit. Bad input
 /// (a malformed manifest, an unknown key, a path with `..`, a missing file) exits 2
 /// with one line on stderr naming the file, line:column and field, and changes nothing.
+///
+/// What Switchyard guarantees, how each guarantee is tested, and what is not
+/// implemented yet, is written down in docs/GUARANTEES.md of its source repository.
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, after_long_help = AFTER_HELP, max_term_width = 100)]
 pub struct Cli {
@@ -70,7 +78,7 @@ pub struct Global {
     /// Where the lock, journals and run records live [default: <root>/var/lib/switchyard].
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Print one JSON document on stdout (stable keys, see SPEC §3) instead of tables.
+    /// Print one JSON document on stdout instead of tables (stable keys: docs/GUARANTEES.md).
     #[arg(long, global = true, conflicts_with = "quiet")]
     pub json: bool,
     /// Print nothing on success (errors still go to stderr).
