@@ -1,4 +1,5 @@
-//! `switchyard`: the command-line tool over the Switchyard library (SPEC §3, §4).
+//! `switchyard`: the command-line tool over the Switchyard library (the CLI contract and
+//! exit codes of `docs/GUARANTEES.md`).
 //! Argument parsing is in `cli`, output in `output`; every behaviour, the manifest
 //! format included (`switchyard::Manifest`), lives in the library. Exit codes come only from `ErrorId::exit_code`.
 #![forbid(unsafe_code)]

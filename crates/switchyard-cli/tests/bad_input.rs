@@ -1,5 +1,5 @@
-//! Bad input (SPEC §3 "Bad input", §4): every row feeds the binary one bad manifest,
-//! file situation or argument list, and asserts the documented exit code (2 for
+//! Bad input (`docs/GUARANTEES.md`: CLI contract, exit codes): every row feeds the binary
+//! one bad manifest, file situation or argument list, and asserts the documented exit code (2 for
 //! usage/manifest, 10 for policy, 60 for a missing backup), ONE line on stderr
 //! containing the expected text (file, line:column and field where there is one),
 //! and — by snapshotting the whole sandbox (root and manifests: every entry's kind,

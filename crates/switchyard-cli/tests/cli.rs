@@ -1,5 +1,5 @@
 //! Black-box tests of every command of the `switchyard` binary: flags, exit codes
-//! (SPEC §4) and `--json` shapes (SPEC §3). Each test has its own temp root.
+//! and `--json` shapes (both in `docs/GUARANTEES.md`). Each test has its own temp root.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
@@ -709,7 +709,7 @@ fn doctor_flags_a_world_writable_state_dir() {
 
 #[test]
 fn embedder_plan_is_the_cli_plan() {
-    // SPEC §2 "library first", D1: an embedder reading the same manifest through
+    // Library first, D1: an embedder reading the same manifest through
     // `switchyard::Manifest` gets the plan `switchyard plan` prints: same plan_id and
     // same actions (IDs, kinds, targets, sources). The manifest has [[link]],
     // [[link_dir]], [[restore]] and policy overrides; the library's own test

@@ -1,5 +1,5 @@
 //! Golden tests of the human output of `plan`, `preflight`, `apply` and `status`
-//! (SPEC §3: compact tables). Each output is compared byte-for-byte with a plain file
+//! (compact tables, `docs/GUARANTEES.md`). Each output is compared byte-for-byte with a plain file
 //! under `tests/golden/`, after replacing the temp root with `<ROOT>`, the sandbox
 //! with `<BASE>` and run IDs with `<RUN_ID>`. Plan and action IDs are UUIDv5 (D1),
 //! identical on every machine, so they stay.

@@ -106,8 +106,8 @@ impl Builder {
     }
 
     /// Behaves as on a filesystem that rejects `RENAME_EXCHANGE`/`RENAME_NOREPLACE`
-    /// (`EINVAL`), so every swap takes the `linkat` fallback of SPEC §7. For tests:
-    /// instance-scoped fault injection, as SPEC §2 requires.
+    /// (`EINVAL`), so every swap takes the `linkat` fallback (A1 in `docs/GUARANTEES.md`).
+    /// For tests: instance-scoped fault injection, never process-global (T2).
     pub fn without_rename_flags(mut self) -> Builder {
         self.mechanics = crate::swap::Mechanics {
             rename_flags: false,

@@ -1,4 +1,4 @@
-//! Error identifiers and exit codes (SPEC §4, O8).
+//! Error identifiers and exit codes (the exit-code table of `docs/GUARANTEES.md`, O8).
 //!
 //! Contract: every failure the library reports is an [`Error`] carrying exactly one
 //! top-level [`ErrorId`]; its exit code comes from [`ErrorId::exit_code`], the single
@@ -50,7 +50,7 @@ pub enum ErrorId {
 }
 
 impl ErrorId {
-    /// Every identifier, in the order of SPEC §4.
+    /// Every identifier, in the order of the exit-code table of `docs/GUARANTEES.md`.
     pub const ALL: [ErrorId; 11] = [
         ErrorId::Generic,
         ErrorId::Usage,
@@ -65,7 +65,7 @@ impl ErrorId {
         ErrorId::Recovery,
     ];
 
-    /// The process exit code for this error (SPEC §4).
+    /// The process exit code for this error (the exit-code table of `docs/GUARANTEES.md`).
     pub const fn exit_code(self) -> i32 {
         match self {
             ErrorId::Generic => 1,

@@ -712,8 +712,8 @@ const REDACTED_AWAY: &[&str] = &[
 ];
 const NIL: &str = "00000000-0000-0000-0000-000000000000";
 
-/// The canonical redaction of SPEC §5.3: `ts` to the epoch, run and event IDs to a
-/// fixed value, timing fields and `dry_run` removed.
+/// The canonical redaction (`docs/GUARANTEES.md`, "Facts"): `ts` to the epoch, run and
+/// event IDs to a fixed value, timing fields and `dry_run` removed.
 pub fn redact(fact: &Value) -> Value {
     let mut v = fact.clone();
     if let Value::Object(m) = &mut v {

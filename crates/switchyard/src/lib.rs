@@ -1,6 +1,7 @@
 //! Switchyard: swap files on a live Linux system for alternatives, atomically,
 //! reversibly and crash-safely. See `ARCHITECTURE.md` for the codemap and
-//! `SPEC.md` for the requirement IDs cited throughout.
+//! `docs/GUARANTEES.md` for the requirement IDs cited throughout: what each one
+//! promises and which tests prove it.
 //!
 //! ```no_run
 //! use switchyard::{ApplyMode, FileLock, PlanInput, Policy, SafePath, Switchyard};

@@ -1,6 +1,7 @@
-//! The manifest (SPEC §3): TOML text in; a policy, a plan and smoke checks out. The
-//! CLI reads manifests through this module only, so an embedder (a package-manager
-//! hook, an installer) gets the same plan, and the same messages, from the same text.
+//! The manifest (`docs/GUARANTEES.md`, "The manifest"): TOML text in; a policy, a plan
+//! and smoke checks out. The CLI reads manifests through this module only, so an
+//! embedder (a package-manager hook, an installer) gets the same plan, and the same
+//! messages, from the same text.
 //!
 //! Contract: every rejection is an `E_USAGE` error whose message is one line
 //! `FILE[:LINE:COL]: FIELD: what is wrong`, except a `[[link_dir]]` directory that is

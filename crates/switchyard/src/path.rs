@@ -4,7 +4,7 @@
 //! Contract:
 //! - A `SafePath` is non-empty, valid UTF-8, free of NUL, `.` and `..` components,
 //!   relative to the root, with components of at most 255 bytes and a total of at
-//!   most 4095. A leading `/` means the root (chroot semantics, SPEC §3).
+//!   most 4095. A leading `/` means the root (chroot semantics, S1 in `docs/GUARANTEES.md`).
 //! - [`Root::open_parent`] reaches a target's parent directory without following any
 //!   symlink (`openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)`, or an `O_NOFOLLOW`
 //!   walk where the kernel lacks `openat2`): a symlinked parent is refused even when

@@ -12,8 +12,9 @@
 //! ```
 //!
 //! Where the filesystem rejects the flags (`EINVAL`; forced in tests by
-//! [`Mechanics`]), SPEC §7's fallback: `linkat(T, B)` ── APPLY_AFTER_BACKUP, then
-//! `renameat(S, T)` ── APPLY_AFTER_SWAP; NOREPLACE becomes `linkat` + `unlinkat`.
+//! [`Mechanics`]), the fallback of A1 (`docs/GUARANTEES.md`): `linkat(T, B)`
+//! ── APPLY_AFTER_BACKUP, then `renameat(S, T)` ── APPLY_AFTER_SWAP; NOREPLACE becomes
+//! `linkat` + `unlinkat`.
 //!
 //! Invariants: `T` always names either the prior node or the new one (never missing,
 //! never unlink-then-create); the prior node is never deleted, only renamed, so its
@@ -51,7 +52,7 @@ fn restore_err(a: &ActionRecord, what: &str, e: impl Into<io::Error>) -> Error {
 }
 
 /// How renames are done. Filesystems without `RENAME_EXCHANGE`/`RENAME_NOREPLACE`
-/// answer `EINVAL`; the `linkat` fallbacks of SPEC §7 then take over. Tests force the
+/// answer `EINVAL`; the `linkat` fallbacks (A1) then take over. Tests force the
 /// fallbacks with `rename_flags: false` (instance-scoped, never global).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Mechanics {

@@ -1,5 +1,6 @@
-//! The manifest as an embedder uses it (SPEC §2 "library first", §3): the same text
-//! gives the same policy, smoke checks and plan as the CLI — the CLI's
+//! The manifest as an embedder uses it (library first; `docs/GUARANTEES.md`, "The
+//! manifest"): the same text gives the same policy, smoke checks and plan as the CLI —
+//! the CLI's
 //! `embedder_plan_is_the_cli_plan` test pins the same `plan_id` for the same manifest
 //! and tree (D1) — and the same one-line `file:line:col: field: message` errors.
 #![cfg(feature = "manifest")]

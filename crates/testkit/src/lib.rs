@@ -228,7 +228,7 @@ pub fn engine_for(root: &Path, policy: Policy) -> (Switchyard, MemorySink) {
     engine_with(root, policy, false)
 }
 
-/// [`engine_for`], optionally forcing the rename fallbacks of SPEC §7.
+/// [`engine_for`], optionally forcing the `linkat` fallbacks (A1 in `docs/GUARANTEES.md`).
 pub fn engine_with(root: &Path, mut policy: Policy, fallback: bool) -> (Switchyard, MemorySink) {
     policy.allow_roots = vec![sp("usr/bin")];
     let sink = MemorySink::default();
@@ -374,8 +374,8 @@ pub fn assert_facts_valid(facts: &[switchyard::Fact]) {
     }
 }
 
-/// Redacted JSON lines of `facts` (SPEC §5.3), without `smoke` events when
-/// `drop_smoke` (they are commit-only, O2).
+/// Redacted JSON lines of `facts` (canonical redaction, `docs/GUARANTEES.md`), without
+/// `smoke` events when `drop_smoke` (they are commit-only, O2).
 pub fn redacted_lines(facts: &[switchyard::Fact], drop_smoke: bool) -> String {
     facts
         .iter()

@@ -139,7 +139,7 @@ fn crash_all(failpoint: &str) -> u32 {
     let mut kills = 0;
     let cases: Vec<_> = CASES.iter().filter(|c| c.0 == failpoint).collect();
     assert!(!cases.is_empty(), "no crash case for {failpoint}");
-    // Every case runs with renameat2 flags and with the linkat fallbacks of SPEC §7.
+    // Every case runs with renameat2 flags and with the linkat fallbacks (A1).
     for (fallback, &&(point, setup, op, expect)) in [false, true]
         .into_iter()
         .flat_map(|fb| cases.iter().map(move |c| (fb, c)))
