@@ -1,8 +1,8 @@
 //! Facts (O1–O3, O5, O8): one JSON line per step, with a versioned schema.
 //!
 //! Contract:
-//! - Every fact carries the [`Envelope`] (schema version 2); [`Emitter`] fills it,
-//!   numbering `seq` from 0 per run.
+//! - Every fact carries the [`Envelope`] (schema version 2); the internal `Emitter`
+//!   fills it, numbering `seq` from 0 per run.
 //! - A fact is an [`Event`]: one variant per stage, whose type holds exactly the
 //!   fields that stage carries, so a stage's required fields are required by the
 //!   type. Failed steps carry the O8 error fields ([`Failure`]).
@@ -480,7 +480,7 @@ impl Event {
 }
 
 impl Fact {
-    /// A successful fact of `event` with an empty envelope ([`Emitter::emit`] fills it).
+    /// A successful fact of `event` with an empty envelope (filled in when it is emitted).
     pub(crate) fn new(event: Event) -> Fact {
         Fact {
             envelope: Envelope {

@@ -3,9 +3,9 @@
 //!
 //! Contract: product code names failpoints only through these constants (a test
 //! scans the sources for string literals). With the `failpoints` cargo feature the
-//! [`hit`] calls are live `fail` crate failpoints: tests configure them per process
+//! `hit` calls are live `fail` crate failpoints: tests configure them per process
 //! (`cargo nextest` runs each test in its own process, and crash tests in a child
-//! process). Without the feature [`hit`] compiles to nothing. No environment
+//! process). Without the feature `hit` compiles to nothing. No environment
 //! variable is read by product code.
 
 /// Apply: the journal is durable, nothing is mutated yet.
