@@ -1,4 +1,4 @@
-//! Read-only queries (SPEC §2, §3, M4, L1, A3): what the library answers without
+//! Read-only queries (M4, L1, A3; see `docs/GUARANTEES.md`): what the library answers without
 //! changing anything — the managed targets and whether each is still in effect
 //! ([`Switchyard::status`]), the run history ([`Switchyard::runs`]), whether a plan is
 //! in effect ([`Switchyard::in_effect`]), and the health report behind
@@ -7,7 +7,7 @@
 //! Contract: no query mutates, creates the state directory or the lock file, takes
 //! the lock (doctor only probes it), creates a run or emits a fact, and none obeys a
 //! policy. Every result type is `serde::Serialize`: the CLI prints them as its
-//! `--json` documents, so their field names are a stable interface (SPEC §3).
+//! `--json` documents, so their field names are a stable interface (`docs/GUARANTEES.md`).
 
 use crate::adapters::lock::{self, LockProbe};
 use crate::engine::Switchyard;
@@ -311,7 +311,7 @@ impl HealthVerdict {
         }
     }
 
-    /// The exit status `switchyard doctor` ends with: 0, 1, or 90 (SPEC §4).
+    /// The exit status `switchyard doctor` ends with: 0, 1, or 90.
     pub fn exit_code(self) -> i32 {
         self.error_id().map_or(0, ErrorId::exit_code)
     }

@@ -1,4 +1,4 @@
-//! The library's read-only queries (SPEC §2, §3): `status` classifies each managed
+//! The library's read-only queries (`docs/GUARANTEES.md`): `status` classifies each managed
 //! target (M4), `runs` lists the history, `in_effect` answers "is this plan in
 //! effect?" and `doctor` reports health (L1, A3, S9) — none of them writes, creates
 //! the state directory or emits a fact. And the policy a run recorded is the one its
@@ -87,7 +87,7 @@ fn status_classifies_targets_in_effect_drifted_missing_m4() {
     let st = sy.status().unwrap();
     assert_eq!(state_of(&st, "usr/bin/cat"), DriftState::Drifted);
 
-    // SPEC §3 JSON: `state` per target, snake_case.
+    // The --json document: `state` per target, snake_case.
     let j = serde_json::to_value(&st).unwrap();
     let states: Vec<&str> = j["targets"]
         .as_array()
