@@ -1,15 +1,12 @@
 //! One function per command: build the engine, call the library, print the result.
 //! No behaviour lives here beyond choosing what to call and how to show it.
 
+use crate::doc::{self, Done, RunFailed, TargetResult};
 use crate::output::{or_dash, painted, table, Cell, Out, Paint};
-use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use switchyard::journal::StateDir;
-use switchyard::node::NodeKind;
-use switchyard::preflight::Verdict;
 use switchyard::{
-    ActionOutcome, ApplyMode, CommandCheck, CommandSmoke, DriftState, Error, ErrorId, FileLock,
-    Manifest, Outcome, Plan, Policy, Root, RunSelector, StateLocation, Switchyard,
+    ApplyMode, CommandCheck, CommandSmoke, DriftState, Error, FileLock, Manifest, NodeKind,
+    Outcome, Plan, Policy, RunSelector, StateLocation, Switchyard, Verdict,
 };
 use uuid::Uuid;
 
@@ -65,78 +62,35 @@ impl Ctx {
         }
         b.build()
     }
-
-    /// Opens the state directory read-only (`None` if it does not exist).
-    pub fn open_state(&self) -> Result<Option<StateDir>, Error> {
-        let root = Root::open(&self.root).map_err(|e| {
-            Error::new(
-                ErrorId::Usage,
-                format!("cannot open root {}: {e}", self.root.display()),
-            )
-        })?;
-        StateDir::open(&self.state_location(), &root, false)
-    }
-
-    /// The facts file of `run_id`, if the run wrote one.
-    pub fn facts_of(&self, sy: &Switchyard, run_id: Option<Uuid>) -> Option<PathBuf> {
-        let p = sy
-            .state_path()
-            .join("runs")
-            .join(run_id?.to_string())
-            .join("facts.jsonl");
-        p.is_file().then_some(p)
-    }
 }
 
-/// The generic JSON failure document (for errors before any run started).
-pub fn failure_json(e: &Error) -> Value {
-    json!({
-        "exit_code": e.exit_code(),
-        "error_id": e.id().as_str(),
-        "summary_error_ids": ids(e),
-        "message": e.message(),
-        "remediation": e.remediation(),
-    })
-}
-
-fn ids(e: &Error) -> Vec<&'static str> {
-    e.summary_error_ids().iter().map(|i| i.as_str()).collect()
-}
-
-fn path_json(p: &Option<PathBuf>) -> Value {
-    p.as_ref()
-        .map_or(Value::Null, |p| Value::String(p.display().to_string()))
-}
-
-/// Adds the error fields to a run document.
-fn with_error(mut doc: Value, e: &Error) -> Value {
-    if let Some(o) = doc.as_object_mut() {
-        o.insert("exit_code".into(), json!(e.exit_code()));
-        o.insert("error_id".into(), json!(e.id().as_str()));
-        o.insert("summary_error_ids".into(), json!(ids(e)));
-        o.insert("message".into(), json!(e.message()));
-        o.insert("remediation".into(), json!(e.remediation()));
-        let targets: Vec<Value> = e
-            .targets()
-            .iter()
-            .map(|t| json!({"path": t.path, "state": t.state, "remediation": t.remediation}))
-            .collect();
-        o.insert("targets".into(), json!(targets));
-    }
-    doc
-}
-
-/// A failed run: prints its JSON document (`doc` plus `run_id`, `facts` and the error
-/// fields) and returns the failure, marked as printed.
-fn run_failure(ctx: &Ctx, sy: &Switchyard, e: Error, mut doc: Value) -> Failure {
-    if let Some(o) = doc.as_object_mut() {
-        o.insert("run_id".into(), json!(e.run_id().map(|r| r.to_string())));
-        o.insert("facts".into(), path_json(&ctx.facts_of(sy, e.run_id())));
-    }
-    ctx.out.json(&with_error(doc, &e));
+/// A failed run: prints its JSON document and returns the failure, marked as printed.
+fn run_failure(ctx: &Ctx, sy: &Switchyard, e: Error, doc: RunFailed) -> Failure {
+    ctx.out.json(&RunFailed {
+        run_id: e.run_id(),
+        facts: e.run_id().and_then(|r| sy.facts_of(r)),
+        ..doc
+    });
     Failure {
         error: e,
         json_printed: true,
+    }
+}
+
+/// The document of a run that failed before it could report anything itself.
+fn failed_run(e: &Error, dry_run: bool) -> RunFailed {
+    RunFailed {
+        run_id: None,
+        plan_id: None,
+        target_run_id: None,
+        run_ids: None,
+        dry_run,
+        changed: false,
+        idempotent_noop: None,
+        facts: None,
+        actions: Vec::new(),
+        targets: e.targets().to_vec(),
+        error: doc::Failed::of(e),
     }
 }
 
@@ -156,19 +110,7 @@ fn short(id: &Uuid) -> String {
 pub fn plan(ctx: &Ctx, manifest: &Path) -> CmdResult {
     let (_, plan) = load(ctx, manifest)?;
     let out = &ctx.out;
-    let actions: Vec<Value> = plan
-        .actions
-        .iter()
-        .map(|a| {
-            json!({
-                "action_id": a.action_id.to_string(),
-                "kind": a.kind.as_str(),
-                "target": a.target.as_str(),
-                "source": a.source.as_ref().map(|s| s.as_str()),
-            })
-        })
-        .collect();
-    out.json(&json!({"plan_id": plan.plan_id.to_string(), "actions": actions}));
+    out.json(&plan);
     let rows = plan
         .actions
         .iter()
@@ -213,29 +155,13 @@ pub fn preflight(ctx: &Ctx, manifest: &Path) -> CmdResult {
         .count();
     // The library's verdict: the same error (and exit code) apply would fail with.
     let err = rep.error();
-    let rows_json: Vec<Value> = rep
-        .rows
-        .iter()
-        .map(|r| {
-            json!({
-                "path": r.path.as_str(),
-                "action_id": r.action_id.to_string(),
-                "kind": r.kind.as_str(),
-                "current_kind": r.current_kind.as_str(),
-                "planned_kind": r.planned_kind.as_str(),
-                "verdict": r.verdict.as_str(),
-                "error_id": r.error_id.map(|i| i.as_str()),
-                "notes": r.notes,
-            })
-        })
-        .collect();
-    out.json(&json!({
-        "plan_id": plan.plan_id.to_string(),
-        "ok": stops == 0,
-        "exit_code": err.as_ref().map_or(0, |e| e.exit_code()),
-        "error_id": err.as_ref().map(|e| e.id().as_str()),
-        "rows": rows_json,
-    }));
+    out.json(&doc::Preflight {
+        plan_id: plan.plan_id,
+        ok: stops == 0,
+        exit_code: err.as_ref().map_or(0, Error::exit_code),
+        error_id: err.as_ref().map(Error::id),
+        rows: &rep.rows,
+    });
     let rows = rep
         .rows
         .iter()
@@ -274,20 +200,6 @@ pub fn preflight(ctx: &Ctx, manifest: &Path) -> CmdResult {
     }
 }
 
-fn action_json(a: &ActionOutcome) -> Value {
-    json!({
-        "action_id": a.action_id.to_string(),
-        "kind": a.kind.as_str(),
-        "target": a.target,
-        "before_kind": a.before_kind.as_str(),
-        "after_kind": a.after_kind.as_str(),
-        "before_hash": a.before_hash,
-        "after_hash": a.after_hash,
-        "backup": a.backup,
-        "noop": a.noop,
-    })
-}
-
 /// `apply MANIFEST [--commit]`.
 pub fn apply(ctx: &Ctx, manifest: &Path, commit: bool) -> CmdResult {
     let (sy, plan) = load(ctx, manifest)?;
@@ -298,27 +210,16 @@ pub fn apply(ctx: &Ctx, manifest: &Path, commit: bool) -> CmdResult {
         ApplyMode::DryRun
     };
     let fail = |e: Error| {
-        let doc = json!({
-            "plan_id": plan.plan_id.to_string(),
-            "dry_run": !commit,
-            "changed": false,
-            "actions": [],
-        });
+        let doc = RunFailed {
+            plan_id: Some(plan.plan_id),
+            ..failed_run(&e, !commit)
+        };
         run_failure(ctx, &sy, e, doc)
     };
     // A first commit preflights before creating the state directory, so a stopped
     // plan leaves no trace (the library guarantees it).
     let rep = sy.apply(&plan, mode).map_err(fail)?;
-    out.json(&json!({
-        "run_id": rep.run_id.to_string(),
-        "plan_id": rep.plan_id.to_string(),
-        "dry_run": rep.dry_run,
-        "changed": rep.changed,
-        "exit_code": 0,
-        "error_id": null,
-        "facts": path_json(&rep.facts_path),
-        "actions": rep.actions.iter().map(action_json).collect::<Vec<_>>(),
-    }));
+    out.json(&Done::of(&rep));
     if !out.human() {
         return Ok(0);
     }
@@ -388,9 +289,13 @@ pub fn apply(ctx: &Ctx, manifest: &Path, commit: bool) -> CmdResult {
     Ok(0)
 }
 
-/// The plan of a recorded run (for `rollback --json`).
-fn plan_id_of(ctx: &Ctx, run: &Uuid) -> Option<Uuid> {
-    ctx.open_state().ok()??.record(run).ok()??.plan_id
+/// The plan of a recorded run (for a failed `rollback --json`).
+fn plan_id_of(sy: &Switchyard, run: &uuid::Uuid) -> Option<uuid::Uuid> {
+    sy.runs()
+        .ok()?
+        .into_iter()
+        .find(|r| &r.run_id == run)?
+        .plan_id
 }
 
 /// `rollback [RUN_ID | --last] [--commit]`.
@@ -405,33 +310,24 @@ pub fn rollback(ctx: &Ctx, run: Option<Uuid>, commit: bool) -> CmdResult {
         ApplyMode::DryRun
     };
     let rep = sy.rollback(which, mode).map_err(|e| {
-        let doc = json!({
-            "plan_id": run.as_ref().and_then(|r| plan_id_of(ctx, r)).map(|p| p.to_string()),
-            "target_run_id": run.map(|r| r.to_string()),
-            "dry_run": !commit,
-            "changed": false,
-            "idempotent_noop": false,
-            "actions": e.targets().iter().map(|t| json!({"target": t.path, "result": t.state})).collect::<Vec<_>>(),
-        });
+        let actions = e
+            .targets()
+            .iter()
+            .map(|t| TargetResult {
+                target: t.path.clone(),
+                result: t.state.clone(),
+            })
+            .collect();
+        let doc = RunFailed {
+            plan_id: run.as_ref().and_then(|r| plan_id_of(&sy, r)),
+            target_run_id: run,
+            idempotent_noop: Some(false),
+            actions,
+            ..failed_run(&e, !commit)
+        };
         run_failure(ctx, &sy, e, doc)
     })?;
-    let result = if rep.dry_run {
-        "would_restore"
-    } else {
-        "restored"
-    };
-    out.json(&json!({
-        "run_id": rep.run_id.to_string(),
-        "plan_id": plan_id_of(ctx, &rep.target_run_id).map(|p| p.to_string()),
-        "target_run_id": rep.target_run_id.to_string(),
-        "dry_run": rep.dry_run,
-        "changed": rep.changed,
-        "idempotent_noop": rep.idempotent_noop,
-        "exit_code": 0,
-        "error_id": null,
-        "facts": path_json(&rep.facts_path),
-        "actions": rep.targets.iter().map(|t| json!({"target": t, "result": result})).collect::<Vec<_>>(),
-    }));
+    out.json(&Done::of(&rep));
     if !out.human() {
         return Ok(0);
     }
@@ -444,21 +340,21 @@ pub fn rollback(ctx: &Ctx, run: Option<Uuid>, commit: bool) -> CmdResult {
         format!(
             "dry-run rollback of run {}: {} target{} would be restored; nothing was modified\n",
             rep.target_run_id,
-            rep.targets.len(),
-            plural(rep.targets.len())
+            rep.actions.len(),
+            plural(rep.actions.len())
         )
     } else {
         format!(
             "rolled back run {} as run {}: {} target{} restored\n",
             rep.target_run_id,
             rep.run_id,
-            rep.targets.len(),
-            plural(rep.targets.len())
+            rep.actions.len(),
+            plural(rep.actions.len())
         )
     };
-    if !rep.targets.is_empty() {
+    if !rep.actions.is_empty() {
         let rows = rep
-            .targets
+            .actions
             .iter()
             .map(|t| {
                 vec![
@@ -467,7 +363,7 @@ pub fn rollback(ctx: &Ctx, run: Option<Uuid>, commit: bool) -> CmdResult {
                     } else {
                         painted("restored", Paint::Green)
                     },
-                    Cell::from(t.clone()),
+                    Cell::from(t.target.clone()),
                 ]
             })
             .collect();
@@ -483,13 +379,6 @@ pub fn rollback(ctx: &Ctx, run: Option<Uuid>, commit: bool) -> CmdResult {
     Ok(0)
 }
 
-fn outcome_str(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Completed => "completed",
-        Outcome::Undone => "undone",
-    }
-}
-
 /// `recover [--commit]`.
 pub fn recover(ctx: &Ctx, commit: bool) -> CmdResult {
     // Each interrupted run is settled under the policy it recorded.
@@ -501,46 +390,34 @@ pub fn recover(ctx: &Ctx, commit: bool) -> CmdResult {
         ApplyMode::DryRun
     };
     let rep = sy.recover(mode).map_err(|e| {
-        let doc = json!({
-            "run_ids": e.run_id().map(|r| vec![r.to_string()]).unwrap_or_default(),
-            "plan_id": null,
-            "dry_run": !commit,
-            "changed": false,
-            "actions": [],
-        });
+        let doc = RunFailed {
+            run_ids: Some(e.run_id().into_iter().collect()),
+            ..failed_run(&e, !commit)
+        };
         run_failure(ctx, &sy, e, doc)
     })?;
-    let first = rep.run_ids.first().copied();
-    let facts = ctx.facts_of(&sy, first);
-    out.json(&json!({
-        "run_id": first.map(|r| r.to_string()),
-        "run_ids": rep.run_ids.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-        "plan_id": null,
-        "dry_run": rep.dry_run,
-        "changed": rep.changed,
-        "exit_code": 0,
-        "error_id": null,
-        "facts": path_json(&facts),
-        "actions": rep.settled.iter().map(|(r, o)| json!({"run_id": r.to_string(), "outcome": outcome_str(*o)})).collect::<Vec<_>>(),
-    }));
+    out.json(&Done::of(&rep));
     if !out.human() {
         return Ok(0);
     }
-    if rep.settled.is_empty() {
+    if rep.actions.is_empty() {
         out.say("no interrupted runs: nothing to recover\n");
         return Ok(0);
     }
     let rows = rep
-        .settled
+        .actions
         .iter()
-        .map(|(r, o)| {
-            let what = match (rep.dry_run, o) {
+        .map(|a| {
+            let what = match (rep.dry_run, a.outcome) {
                 (true, Outcome::Completed) => "would complete (it had committed)",
                 (true, Outcome::Undone) => "would undo",
                 (false, Outcome::Completed) => "completed (it had committed)",
                 (false, Outcome::Undone) => "undone",
             };
-            vec![Cell::from(r.to_string()), painted(what, Paint::Yellow)]
+            vec![
+                Cell::from(a.run_id.to_string()),
+                painted(what, Paint::Yellow),
+            ]
         })
         .collect();
     let mut s = format!(
@@ -553,7 +430,7 @@ pub fn recover(ctx: &Ctx, commit: bool) -> CmdResult {
         table(out, &["INTERRUPTED RUN", "OUTCOME"], rows)
     );
     for r in &rep.run_ids {
-        if let Some(f) = ctx.facts_of(&sy, Some(*r)) {
+        if let Some(f) = sy.facts_of(*r) {
             s.push_str(&format!("facts: {}\n", f.display()));
         }
     }
@@ -570,7 +447,7 @@ pub fn status(ctx: &Ctx) -> CmdResult {
     let sy = ctx.engine(Policy::default(), Vec::new())?;
     let st = sy.status()?;
     let out = &ctx.out;
-    out.json(&serde_json::to_value(&st).unwrap_or_default());
+    out.json(&st);
     if !out.human() {
         return Ok(0);
     }

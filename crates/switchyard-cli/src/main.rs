@@ -7,12 +7,13 @@
 mod cli;
 mod commands;
 mod demo;
+mod doc;
 mod doctor;
 mod output;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
-use commands::{failure_json, Ctx};
+use commands::Ctx;
 use output::Out;
 use switchyard::{Error, ErrorId};
 
@@ -67,7 +68,7 @@ fn run() -> i32 {
         Ok(code) => code,
         Err(f) => {
             if !f.json_printed {
-                out.json(&failure_json(&f.error));
+                out.json(&doc::Failed::of(&f.error));
             }
             out.error(&f.error);
             f.error.exit_code()

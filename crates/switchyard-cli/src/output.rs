@@ -7,7 +7,6 @@
 //! still reports what the run did.
 
 use crate::cli::ColorChoice;
-use serde_json::Value;
 use std::io::{IsTerminal, Write};
 use switchyard::Error;
 
@@ -82,7 +81,7 @@ impl Out {
     }
 
     /// Prints the JSON document (in `--json` mode only).
-    pub fn json(&self, v: &Value) {
+    pub fn json(&self, v: &impl serde::Serialize) {
         if self.json {
             let mut o = std::io::stdout().lock();
             let _ = serde_json::to_writer_pretty(&mut o, v);

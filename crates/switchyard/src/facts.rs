@@ -18,7 +18,7 @@ use crate::error::{Error, ErrorId};
 use crate::node::NodeKind;
 use crate::plan::ActionKind;
 use crate::preflight::Verdict;
-use crate::recovery::Outcome;
+use crate::report::Outcome;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -17,42 +17,47 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
-pub mod adapters;
-mod apply;
+// One home per step of the transaction; see ARCHITECTURE.md for the codemap.
+mod adapters;
 mod durability;
-mod engine;
-pub mod error;
+mod error;
 pub mod facts;
+#[doc(hidden)]
 pub mod failpoints;
-pub mod journal;
+mod handle;
 #[cfg(feature = "manifest")]
 mod manifest;
-pub mod node;
-pub mod path;
-pub mod plan;
-pub mod policy;
-pub mod preflight;
+mod node;
+mod path;
+mod plan;
+mod policy;
+mod preflight;
 mod query;
-mod recovery;
-mod rollback;
+mod report;
+mod state;
 mod swap;
+mod txn;
 
-pub use adapters::lock::{FileLock, LockManager};
-pub use adapters::smoke::{CommandCheck, CommandSmoke, SmokeOutcome, SmokeRunner};
-pub use apply::{ActionOutcome, ApplyReport};
-pub use engine::{ApplyMode, Builder, ProgressFn, Switchyard};
-pub use error::{Error, ErrorId, Result};
+pub use adapters::lock::{FileLock, LockGuard, LockManager};
+pub use adapters::smoke::{CommandCheck, CommandSmoke, SmokeContext, SmokeOutcome, SmokeRunner};
+pub use error::{Error, ErrorId, Result, TargetState};
 pub use facts::{Fact, FactSink, JsonlSink, MemorySink};
-pub use journal::StateLocation;
+pub use handle::{ApplyMode, Builder, ProgressFn, Switchyard};
 #[cfg(feature = "manifest")]
 pub use manifest::Manifest;
-pub use path::{PathError, Root, SafePath};
-pub use plan::{Plan, PlanInput};
+pub use node::NodeKind;
+pub use path::{PathError, Resolver, Root, SafePath};
+pub use plan::{Action, ActionKind, Plan, PlanInput, RESERVED_PREFIX};
 pub use policy::{Policy, Preset, RunPolicy};
+pub use preflight::{PreflightReport, PreflightRow, Verdict};
 pub use query::{
     ActionEffect, Area, DriftState, Health, HealthVerdict, InEffect, LockState, LockStatus,
     PendingRun, Problem, RecoverStep, RunSummary, StateDirHealth, Status, TargetStatus,
 };
-pub use recovery::{Outcome, RecoveryReport};
-pub use rollback::{RollbackReport, RunSelector};
+pub use report::{
+    ActionOutcome, ApplyReport, Outcome, RecoveryReport, RestoreResult, RestoredTarget,
+    RollbackReport, RunSelector, SettledRun,
+};
+pub use state::{RunKind, RunStatus, StateLocation};

@@ -13,8 +13,8 @@
 #![deny(missing_docs)]
 
 use crate::adapters::smoke::CommandCheck;
-use crate::engine::Switchyard;
 use crate::error::{Error, ErrorId, Result};
+use crate::handle::Switchyard;
 use crate::path::{PathError, Root, SafePath};
 use crate::plan::{self, Conflict, Plan, PlanInput, RESERVED_PREFIX};
 use crate::policy::{Policy, Preset};

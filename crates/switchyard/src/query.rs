@@ -10,12 +10,13 @@
 //! `--json` documents, so their field names are a stable interface (`docs/GUARANTEES.md`).
 
 use crate::adapters::lock::{self, LockProbe};
-use crate::engine::Switchyard;
 use crate::error::{Error, ErrorId, Result};
-use crate::journal::{ActionRecord, RunKind, RunRecord, RunStatus, StateDir};
+use crate::handle::Switchyard;
 use crate::node::{lstat, Node, NodeKind};
 use crate::plan::{ActionKind, Plan};
-use crate::recovery::{planned_outcome, Outcome};
+use crate::report::Outcome;
+use crate::state::{ActionRecord, RunKind, RunRecord, RunStatus, StateDir};
+use crate::txn::recovery::planned_outcome;
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;

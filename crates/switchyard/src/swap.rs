@@ -27,9 +27,9 @@
 
 use crate::error::{Error, ErrorId, Result};
 use crate::failpoints::{self as fp, hit};
-use crate::journal::ActionRecord;
 use crate::node::{open_noatime, read_link, sha256_file, Node, NodeKind};
 use crate::plan::ActionKind;
+use crate::state::ActionRecord;
 use rustix::fs::{linkat, renameat, renameat_with, symlinkat, unlinkat, AtFlags, RenameFlags};
 use rustix::io::Errno;
 use std::io;

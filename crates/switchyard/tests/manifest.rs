@@ -9,7 +9,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
-use switchyard::plan::RESERVED_PREFIX;
+use switchyard::RESERVED_PREFIX;
 use switchyard::{CommandCheck, ErrorId, Manifest, PlanInput, Policy, SafePath, Switchyard};
 
 /// `[[link]]`, `[[link_dir]]`, `[[restore]]`, policy overrides and a smoke check.

@@ -393,10 +393,7 @@ pub struct FixedSmoke {
 }
 
 impl switchyard::SmokeRunner for FixedSmoke {
-    fn run(
-        &self,
-        cx: &switchyard::adapters::smoke::SmokeContext<'_>,
-    ) -> Vec<switchyard::SmokeOutcome> {
+    fn run(&self, cx: &switchyard::SmokeContext<'_>) -> Vec<switchyard::SmokeOutcome> {
         self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         cx.targets
             .iter()

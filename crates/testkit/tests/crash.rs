@@ -187,7 +187,7 @@ fn crash_all(failpoint: &str) -> u32 {
             let rec = sy
                 .recover(ApplyMode::Commit)
                 .unwrap_or_else(|e| panic!("{ctx}: recovery failed: {e}"));
-            assert!(!rec.settled.is_empty(), "{ctx}: nothing recovered");
+            assert!(!rec.actions.is_empty(), "{ctx}: nothing recovered");
             match expect {
                 Expect::PrePlan => {
                     assert_eq!(f.tree(), before, "{ctx}: not pre-plan after recovery")
@@ -200,7 +200,7 @@ fn crash_all(failpoint: &str) -> u32 {
             );
             let again = sy.recover(ApplyMode::Commit).unwrap();
             assert!(
-                again.settled.is_empty() && !again.changed,
+                again.actions.is_empty() && !again.changed,
                 "{ctx}: recovery not idempotent"
             );
             // The system is usable afterwards: the plan applies and rolls back cleanly.

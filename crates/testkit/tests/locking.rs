@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use std::sync::Arc;
-use switchyard::adapters::lock::LockManager;
+use switchyard::LockManager;
 use switchyard::{ApplyMode, ErrorId, FileLock, MemorySink, Policy, RunSelector, Switchyard};
 use switchyard_testkit::{assert_applied, engine_for, sp, standard_input, Fixture};
 

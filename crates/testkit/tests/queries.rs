@@ -9,11 +9,11 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 use switchyard::failpoints as fp;
-use switchyard::journal::{RunKind, RunStatus};
 use switchyard::{ApplyMode, Switchyard};
 use switchyard::{
     Area, DriftState, ErrorId, HealthVerdict, LockState, Outcome, PlanInput, Policy, RunSelector,
 };
+use switchyard::{RunKind, RunStatus};
 use switchyard_testkit::{
     engine_for, run_child, sp, standard_input, standard_links, ChildEnd, Fixture, Scenario, STATE,
 };
@@ -75,11 +75,11 @@ fn status_classifies_targets_in_effect_drifted_missing_m4() {
     assert_eq!(state_of(&st, "usr/bin/new"), DriftState::Missing);
     assert_eq!(state_of(&st, "usr/bin/cat"), DriftState::InEffect);
     let ls = st.targets.iter().find(|t| t.path == "usr/bin/ls").unwrap();
-    assert_eq!(ls.kind, switchyard::node::NodeKind::File);
+    assert_eq!(ls.kind, switchyard::NodeKind::File);
     assert_eq!(ls.link_dest, None);
     assert!(ls.backup.is_some(), "the backup is still beside it");
     let new = st.targets.iter().find(|t| t.path == "usr/bin/new").unwrap();
-    assert_eq!(new.kind, switchyard::node::NodeKind::Absent);
+    assert_eq!(new.kind, switchyard::NodeKind::Absent);
 
     // A symlink with other text than the run installed is drifted too.
     std::fs::remove_file(f.host("usr/bin/cat")).unwrap();
@@ -516,7 +516,6 @@ fn record_format_is_checked_on_read_s9() {
         .unwrap();
     let rec = record_path(&f, &run.run_id);
     let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&rec).unwrap()).unwrap();
-    assert_eq!(written["format"], switchyard::journal::RECORD_FORMAT);
     assert_eq!(written["format"], 2);
     assert_eq!(written["policy"]["preset"], "dev");
     assert_eq!(written["policy"]["require_sidecar_integrity"], true);

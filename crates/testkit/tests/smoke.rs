@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use std::time::Duration;
-use switchyard::adapters::smoke::run_check;
 use switchyard::{
     ApplyMode, CommandCheck, CommandSmoke, ErrorId, FileLock, MemorySink, Policy, Root, Switchyard,
 };
@@ -64,7 +63,7 @@ fn every_way_a_check_can_fail_names_its_cause_h4() {
         ),
     ];
     for (c, want) in cases {
-        let o = run_check(&root, c);
+        let o = c.run(&root);
         match want {
             None => assert!(o.ok && o.cause.is_none(), "{:?}: {o:?}", c.argv),
             Some(cause) => {

@@ -70,8 +70,15 @@ fn program(root: &Root, argv0: &str) -> PathBuf {
     }
 }
 
-/// Runs one check to completion or timeout.
-pub fn run_check(root: &Root, c: &CommandCheck) -> SmokeOutcome {
+impl CommandCheck {
+    /// Runs this check in `root` to completion or timeout (H4: a check that cannot
+    /// run is a failure with its cause).
+    pub fn run(&self, root: &Root) -> SmokeOutcome {
+        run_check(root, self)
+    }
+}
+
+fn run_check(root: &Root, c: &CommandCheck) -> SmokeOutcome {
     let name = c.argv.join(" ");
     let fail = |cause: String| SmokeOutcome {
         check: name.clone(),

@@ -21,9 +21,6 @@ pub fn builtin_checks() -> Vec<Box<dyn Check>> {
 /// S1: the target's directory is a real directory inside the root.
 struct Reachable;
 impl Check for Reachable {
-    fn name(&self) -> &'static str {
-        "reachable"
-    }
     fn check(&self, _: &CheckContext<'_>, i: &Inspection, out: &mut Findings) {
         if let Some(e) = &i.dir_error {
             out.stop(e.clone());
@@ -34,9 +31,6 @@ impl Check for Reachable {
 /// Targets must be a regular file, a symlink, or absent.
 struct TargetKind;
 impl Check for TargetKind {
-    fn name(&self) -> &'static str {
-        "target-kind"
-    }
     fn check(&self, _: &CheckContext<'_>, i: &Inspection, out: &mut Findings) {
         if matches!(i.current.kind, NodeKind::Dir | NodeKind::Other) {
             out.stop(format!(
@@ -50,9 +44,6 @@ impl Check for TargetKind {
 /// S7: default-deny allow_roots; forbid_paths wins.
 struct AllowedRoots;
 impl Check for AllowedRoots {
-    fn name(&self) -> &'static str {
-        "allowed-roots"
-    }
     fn check(&self, cx: &CheckContext<'_>, i: &Inspection, out: &mut Findings) {
         if let Some(why) = cx.policy.deny_reason(&i.action.target) {
             out.stop(why);
@@ -64,9 +55,6 @@ impl Check for AllowedRoots {
 /// directory is immutable or append-only.
 struct Movable;
 impl Check for Movable {
-    fn name(&self) -> &'static str {
-        "movable"
-    }
     fn check(&self, _: &CheckContext<'_>, i: &Inspection, out: &mut Findings) {
         for why in &i.immovable {
             out.stop(why.clone());
@@ -78,9 +66,6 @@ impl Check for Movable {
 /// the target is, and (strict policy) root-owned and not group/world-writable.
 struct SourceUsable;
 impl Check for SourceUsable {
-    fn name(&self) -> &'static str {
-        "source"
-    }
     fn check(&self, cx: &CheckContext<'_>, i: &Inspection, out: &mut Findings) {
         let (Some(src), Some(res)) = (&i.action.source, &i.source) else {
             return;
@@ -131,9 +116,6 @@ impl Check for SourceUsable {
 /// A restore needs a backup to put back.
 struct RestoreSource;
 impl Check for RestoreSource {
-    fn name(&self) -> &'static str {
-        "restore-source"
-    }
     fn check(&self, cx: &CheckContext<'_>, i: &Inspection, out: &mut Findings) {
         if i.action.kind != ActionKind::Restore || i.noop {
             return;

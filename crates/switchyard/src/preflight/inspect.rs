@@ -3,10 +3,10 @@
 //! mutates.
 
 use super::Inspection;
-use crate::journal::RunRecord;
 use crate::node::{sha256_file, Node, NodeKind};
 use crate::path::{Root, SafePath};
 use crate::plan::{Action, ActionKind, Plan};
+use crate::state::RunRecord;
 use rustix::fs::OFlags;
 use std::os::fd::OwnedFd;
 

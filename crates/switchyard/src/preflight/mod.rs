@@ -14,14 +14,14 @@ mod checks;
 mod inspect;
 
 pub use checks::builtin_checks;
-pub use inspect::{inspect, resolve};
+pub(crate) use inspect::inspect;
 
 use crate::error::{Error, ErrorId};
-use crate::journal::ActionRecord;
 use crate::node::{Node, NodeKind};
-use crate::path::{Root, SafePath};
+use crate::path::SafePath;
 use crate::plan::{Action, ActionKind};
 use crate::policy::Policy;
+use crate::state::ActionRecord;
 use std::os::fd::OwnedFd;
 
 /// `ok`, `warn` or `stop`.
@@ -59,7 +59,7 @@ impl Verdict {
 }
 
 /// The outcome of preflight for one action.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PreflightRow {
     /// Root-relative target path.
     pub path: SafePath,
@@ -80,7 +80,7 @@ pub struct PreflightRow {
 }
 
 /// All rows of a preflight.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PreflightReport {
     /// One row per action, ordered by (path, action_id).
     pub rows: Vec<PreflightRow>,
@@ -188,8 +188,6 @@ impl Inspection {
 
 /// What checks see besides the inspection.
 pub struct CheckContext<'a> {
-    /// The root.
-    pub root: &'a Root,
     /// The policy in force.
     pub policy: &'a Policy,
     /// Every target node of the plan as it is now: a source resolving to one of
@@ -199,17 +197,13 @@ pub struct CheckContext<'a> {
 
 impl<'a> CheckContext<'a> {
     /// The context for checking `items`.
-    pub fn new(root: &'a Root, policy: &'a Policy, items: &[Inspection]) -> CheckContext<'a> {
+    pub fn new(policy: &'a Policy, items: &[Inspection]) -> CheckContext<'a> {
         let targets = items
             .iter()
             .map(|i| i.current.clone())
             .filter(|n| n.kind != NodeKind::Absent)
             .collect();
-        CheckContext {
-            root,
-            policy,
-            targets,
-        }
+        CheckContext { policy, targets }
     }
 }
 
@@ -234,12 +228,6 @@ impl Findings {
         self.notes.push(note.into());
     }
 
-    /// Warns without stopping.
-    pub fn warn(&mut self, note: impl Into<String>) {
-        self.verdict = self.verdict.max(Some(Verdict::Warn));
-        self.notes.push(note.into());
-    }
-
     /// Adds an informational note.
     pub fn note(&mut self, note: impl Into<String>) {
         self.notes.push(note.into());
@@ -248,8 +236,6 @@ impl Findings {
 
 /// One preflight gate.
 pub trait Check: Send + Sync {
-    /// Short name, for diagnostics.
-    fn name(&self) -> &'static str;
     /// Examines one inspected action.
     fn check(&self, cx: &CheckContext<'_>, item: &Inspection, out: &mut Findings);
 }

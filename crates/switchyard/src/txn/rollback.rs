@@ -14,132 +14,17 @@
 //! - A failing step does not stop the others; the error lists every target's state
 //!   with a remediation line (R5). Undoing leaves no staging or backup names (R6).
 
-use crate::durability::DirSync;
-use crate::engine::{ApplyMode, Switchyard};
-use crate::error::{Error, ErrorId, Result, TargetState};
-use crate::facts::{Emitter, Event, Fact, HashAlg, RollbackSummaryFact, Stage, UndoFact};
+use crate::error::{Error, ErrorId, Result};
+use crate::facts::{Emitter, Event, Fact, RollbackSummaryFact, Stage};
 use crate::failpoints::{self as fp, hit};
-use crate::journal::{ActionRecord, RunKind, RunRecord, RunStatus, RECORD_FORMAT};
+use crate::handle::{ApplyMode, Switchyard};
 use crate::node::Node;
 use crate::path::Root;
 use crate::policy::RunPolicy;
-use std::path::PathBuf;
+use crate::report::{RestoreResult, RestoredTarget, RollbackReport, RunSelector};
+use crate::state::{ActionRecord, RunKind, RunRecord, RunStatus, RECORD_FORMAT};
+use crate::txn::undo::{undo_actions, undo_fact};
 use uuid::Uuid;
-
-/// Which run to undo.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunSelector {
-    /// A specific run.
-    Id(Uuid),
-    /// The newest apply run that has not been undone.
-    Last,
-}
-
-/// The result of [`Switchyard::rollback`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RollbackReport {
-    /// This rollback's own run (UUIDv7).
-    pub run_id: Uuid,
-    /// The plan of the run undone.
-    pub plan_id: Option<Uuid>,
-    /// The apply run undone.
-    pub target_run_id: Uuid,
-    /// Whether this was a dry-run.
-    pub dry_run: bool,
-    /// Whether anything on disk changed.
-    pub changed: bool,
-    /// Nothing was left to undo (R3).
-    pub idempotent_noop: bool,
-    /// Targets restored (or, dry-run, to restore), in undo order.
-    pub targets: Vec<String>,
-    /// The run's `facts.jsonl`, when it was written.
-    pub facts_path: Option<PathBuf>,
-}
-
-/// Undoes `actions` in reverse, continuing past failures, then fsyncs the touched
-/// directories. Emits a fact per action through `em` when given (`stage`).
-/// Returns whether anything changed, or an error listing every target's state (R5).
-pub(crate) fn undo_actions(
-    root: &Root,
-    mech: crate::swap::Mechanics,
-    actions: &[ActionRecord],
-    verify: bool,
-    mut em: Option<(&mut Emitter, Stage)>,
-    on_step: &dyn Fn(usize, usize),
-) -> Result<bool> {
-    let mut sync = DirSync::default();
-    let mut changed = false;
-    let mut failures: Vec<Error> = Vec::new();
-    let mut states = Vec::new();
-    let total = actions.iter().filter(|a| !a.noop).count();
-    for (done, a) in actions.iter().rev().filter(|a| !a.noop).enumerate() {
-        on_step(done + 1, total);
-        let r = root
-            .open_parent(&a.target)
-            .map_err(|e| {
-                Error::io(
-                    ErrorId::RestoreFailed,
-                    format!("{}: opening directory", a.target),
-                    e,
-                )
-            })
-            .and_then(|dir| {
-                sync.touch(a.target.parent(), &dir)
-                    .map_err(|e| Error::io(ErrorId::Generic, "dir handle", e))?;
-                crate::swap::undo(&dir, a, verify, mech)
-            });
-        let (state, remediation) = match &r {
-            Ok(_) => ("restored", "none needed".to_owned()),
-            Err(e) => (
-                "unknown",
-                e.remediation()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("inspect {} and its backup by hand", a.target)),
-            ),
-        };
-        states.push(TargetState {
-            path: a.target.to_string(),
-            state: state.into(),
-            remediation,
-        });
-        if let Some((em, stage)) = em.as_mut() {
-            let mut f = undo_fact(*stage, a);
-            if let Err(e) = &r {
-                f = f.failed(e);
-            }
-            em.emit(f);
-        }
-        match r {
-            Ok(c) => changed |= c,
-            Err(e) => failures.push(e),
-        }
-    }
-    if let Err(e) = sync.sync() {
-        failures.push(Error::io(ErrorId::RestoreFailed, "syncing directories", e));
-    }
-    match failures.len() {
-        0 => Ok(changed),
-        k => {
-            let source = failures.iter_mut().find_map(Error::take_source);
-            let e = Error::new(
-                ErrorId::RestoreFailed,
-                format!(
-                    "{k} of {} undo steps failed: {}",
-                    states.len(),
-                    failures
-                        .iter()
-                        .map(Error::message)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
-            );
-            Err(e
-                .with_source(source)
-                .with_remediation("see each target's state; fix the cause and run the same rollback again (it is idempotent)")
-                .with_targets(states))
-        }
-    }
-}
 
 impl Switchyard {
     /// Undoes the run `which` (see the module docs).
@@ -191,11 +76,19 @@ impl Switchyard {
             em.emit(f);
             em.flush();
         };
-        let targets: Vec<String> = actions
+        let result = if commit {
+            RestoreResult::Restored
+        } else {
+            RestoreResult::WouldRestore
+        };
+        let targets: Vec<RestoredTarget> = actions
             .iter()
             .rev()
             .filter(|a| !a.noop)
-            .map(|a| a.target.to_string())
+            .map(|a| RestoredTarget {
+                target: a.target.to_string(),
+                result,
+            })
             .collect();
         let report = |em: &Emitter, changed, idem, facts| RollbackReport {
             run_id: em.run_id,
@@ -204,8 +97,8 @@ impl Switchyard {
             dry_run: !commit,
             changed,
             idempotent_noop: idem,
-            targets: targets.clone(),
             facts_path: facts,
+            actions: targets.clone(),
         };
         if noop {
             finish(&mut em, false, true, None);
@@ -311,7 +204,7 @@ impl Switchyard {
 }
 
 /// The apply run `which` names.
-fn select(state: &crate::journal::StateDir, which: RunSelector) -> Result<RunRecord> {
+fn select(state: &crate::state::StateDir, which: RunSelector) -> Result<RunRecord> {
     match which {
         RunSelector::Id(id) => state
             .record(&id)?
@@ -329,7 +222,7 @@ fn select(state: &crate::journal::StateDir, which: RunSelector) -> Result<RunRec
 
 /// The newest apply run that changed something and is not undone, reading records
 /// newest first and stopping at the first match.
-fn last_live_apply(state: &crate::journal::StateDir) -> Result<Option<RunRecord>> {
+fn last_live_apply(state: &crate::state::StateDir) -> Result<Option<RunRecord>> {
     for id in state.run_ids()?.into_iter().rev() {
         if let Some(r) = state.record(&id)? {
             if r.is_live_apply() && r.changed {
@@ -343,7 +236,7 @@ fn last_live_apply(state: &crate::journal::StateDir) -> Result<Option<RunRecord>
 /// The first run newer than `target` that is still in effect and changed one of
 /// its targets, with that target.
 fn newer_live_toucher(
-    state: &crate::journal::StateDir,
+    state: &crate::state::StateDir,
     target: &RunRecord,
 ) -> Result<Option<(Uuid, String)>> {
     let mine: Vec<&crate::path::SafePath> = target
@@ -410,22 +303,4 @@ fn verify_backups(root: &Root, actions: &[ActionRecord]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The fact of one undone action: `rollback` or `recovery` (`stage` says which).
-fn undo_fact(stage: Stage, a: &ActionRecord) -> Fact {
-    let f = UndoFact {
-        action_id: a.action_id,
-        path: a.target.to_string(),
-        kind: a.kind,
-        after_kind: a.prior.kind,
-        after_hash: a.before_hash.clone(),
-        hash_alg: HashAlg::Sha256,
-        failure: None,
-    };
-    Fact::new(if stage == Stage::Recovery {
-        Event::Recovery(f)
-    } else {
-        Event::Rollback(f)
-    })
 }

@@ -34,7 +34,7 @@ use rustix::fs::{openat, Dir, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use uuid::Uuid;
 
 /// Format version of journal and record files written by this build.
@@ -153,9 +153,9 @@ pub struct StateDir {
 }
 
 const JOURNAL: &str = "journal";
-const RUNS: &str = "runs";
+pub(crate) const RUNS: &str = "runs";
 const RECORD: &str = "record.json";
-const FACTS: &str = "facts.jsonl";
+pub(crate) const FACTS: &str = "facts.jsonl";
 const UNDONE: &str = "undone";
 const LATEST: &str = "LATEST";
 
@@ -217,11 +217,6 @@ impl StateDir {
             }
         };
         Ok(Some(StateDir { path, fd }))
-    }
-
-    /// The host path of the state directory.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// The directory handle (for the lock file).
@@ -409,26 +404,6 @@ impl StateDir {
             .read_to_string(&mut s)
             .map_err(|e| io_err("reading runs/LATEST", e))?;
         Ok(Uuid::parse_str(s.trim()).ok())
-    }
-
-    /// Run IDs newer than `run_id`, oldest first. Compares names as text (hyphenated
-    /// UUIDv7 text sorts by time), so only the newer names are parsed.
-    pub fn run_ids_after(&self, run_id: &Uuid) -> Result<Vec<Uuid>> {
-        let Some(runs) = self
-            .sub(RUNS)
-            .map_err(|e| io_err("opening runs directory", e))?
-        else {
-            return Ok(Vec::new());
-        };
-        let me = run_id.to_string();
-        let mut ids: Vec<Uuid> = list(&runs)
-            .map_err(|e| io_err("listing runs directory", e))?
-            .iter()
-            .filter(|n| n.as_str() > me.as_str())
-            .filter_map(|n| Uuid::parse_str(n).ok())
-            .collect();
-        ids.sort();
-        Ok(ids)
     }
 
     /// Every settled run's record, oldest first. Reads the whole history: for

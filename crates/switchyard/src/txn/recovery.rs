@@ -17,49 +17,14 @@
 //! running it again. Every mutating entry point calls [`Switchyard::recover_locked`]
 //! under the lock before its own work.
 
-use crate::engine::{ApplyMode, Switchyard};
 use crate::error::{Error, ErrorId, Result};
 use crate::facts::{Event, Fact, RecoverySummaryFact, Stage};
 use crate::failpoints::{self as fp, hit};
-use crate::journal::{RunKind, RunRecord, RunStatus, StateDir, RECORD_FORMAT};
+use crate::handle::{ApplyMode, Switchyard};
 use crate::policy::RunPolicy;
-use crate::rollback::undo_actions;
-use uuid::Uuid;
-
-/// How one interrupted run was settled.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// The run had committed; only its journal was left.
-    Completed,
-    /// The run was undone (apply) or finished (rollback).
-    Undone,
-}
-
-impl Outcome {
-    /// Lower-case name, as in facts.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Completed => "completed",
-            Outcome::Undone => "undone",
-        }
-    }
-}
-
-/// The result of [`Switchyard::recover`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RecoveryReport {
-    /// Each interrupted run and how it was (dry-run: would be) settled.
-    pub settled: Vec<(Uuid, Outcome)>,
-    /// Whether this was a dry-run.
-    pub dry_run: bool,
-    /// Whether anything on disk changed.
-    pub changed: bool,
-    /// The recovery runs' IDs (one per settled journal).
-    pub run_ids: Vec<Uuid>,
-}
+use crate::report::{Outcome, RecoveryReport, SettledRun};
+use crate::state::{RunKind, RunRecord, RunStatus, StateDir, RECORD_FORMAT};
+use crate::txn::undo::undo_actions;
 
 impl Switchyard {
     /// Settles interrupted runs. A dry-run only reports what it would do.
@@ -77,7 +42,11 @@ impl Switchyard {
                 ..Default::default()
             };
             for j in &pending {
-                rep.settled.push((j.run_id, planned_outcome(&state, j)?));
+                rep.plan_id = rep.plan_id.or(j.plan_id);
+                rep.actions.push(SettledRun {
+                    run_id: j.run_id,
+                    outcome: planned_outcome(&state, j)?,
+                });
             }
             return Ok(rep);
         }
@@ -171,7 +140,15 @@ impl Switchyard {
                 .map_err(|e| Error::io(ErrorId::Recovery, "before clearing journal", e))?;
             state.clear_journal(&j.run_id)?;
             em.flush();
-            rep.settled.push((j.run_id, outcome));
+            rep.plan_id = rep.plan_id.or(j.plan_id);
+            if rep.run_id.is_none() {
+                rep.run_id = Some(em.run_id);
+                rep.facts_path = Some(state.facts_path(&em.run_id));
+            }
+            rep.actions.push(SettledRun {
+                run_id: j.run_id,
+                outcome,
+            });
             rep.run_ids.push(em.run_id);
             rep.changed |= changed;
         }

@@ -15,63 +15,22 @@
 //! recovery completes it (removes the journal). Nothing before step 4 mutates.
 
 use crate::adapters::smoke::SmokeContext;
-use crate::engine::{ApplyMode, Switchyard};
 use crate::error::{Error, ErrorId, Result};
 use crate::facts::{
     ApplyActionFact, ApplyResultFact, ApplySummaryFact, Emitter, Event, Fact, HashAlg, Perf,
     SmokeFact, Stage,
 };
 use crate::failpoints::{self as fp, hit};
-use crate::journal::{ActionRecord, RunKind, RunRecord, RunStatus, StateDir, RECORD_FORMAT};
+use crate::handle::{ApplyMode, Switchyard};
 use crate::node::{lstat, sha256_bytes, NodeKind};
 use crate::path::NAME_MAX;
 use crate::plan::{ActionKind, Plan, RESERVED_PREFIX};
 use crate::policy::RunPolicy;
-use crate::rollback::undo_actions;
+use crate::report::{ActionOutcome, ApplyReport};
+use crate::state::{ActionRecord, RunKind, RunRecord, RunStatus, StateDir, RECORD_FORMAT};
+use crate::txn::undo::undo_actions;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::time::Instant;
-use uuid::Uuid;
-
-/// What one action did (or, in a dry-run, would do).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActionOutcome {
-    /// The action's ID (D1).
-    pub action_id: Uuid,
-    /// `link` or `restore`.
-    pub kind: ActionKind,
-    /// Root-relative target path.
-    pub target: String,
-    /// What the target was before.
-    pub before_kind: NodeKind,
-    /// What the target is after (or would be, in a dry-run).
-    pub after_kind: NodeKind,
-    /// SHA-256 of what the target resolved to before (O5).
-    pub before_hash: Option<String>,
-    /// SHA-256 of what the target resolves to after (O5).
-    pub after_hash: Option<String>,
-    /// Name of the backup of the prior node, beside the target.
-    pub backup: Option<String>,
-    /// Whether the target already was what the plan asks (D3).
-    pub noop: bool,
-}
-
-/// The result of [`Switchyard::apply`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApplyReport {
-    /// The run (UUIDv7); its record and facts are under `runs/<run_id>/`.
-    pub run_id: Uuid,
-    /// The plan carried out (D1).
-    pub plan_id: Uuid,
-    /// Whether this was a dry-run (nothing was modified).
-    pub dry_run: bool,
-    /// Whether anything on disk changed (D3: false when already in effect).
-    pub changed: bool,
-    /// One outcome per action, in plan order.
-    pub actions: Vec<ActionOutcome>,
-    /// The run's `facts.jsonl`, when it was written (commits).
-    pub facts_path: Option<PathBuf>,
-}
 
 pub(crate) fn ms(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
@@ -180,7 +139,7 @@ impl Switchyard {
         let existing = self.open_state(false)?;
         if commit && existing.is_none() {
             let (_, report) = self.inspect(plan, &[]);
-            if let Some(e) = crate::engine::preflight_error(&report) {
+            if let Some(e) = crate::handle::preflight_error(&report) {
                 let mut em = self.emitter(Some(plan.plan_id), false);
                 em.emit(self.lock_fact(None));
                 return Err(fail(&mut em, e, n));
@@ -211,7 +170,7 @@ impl Switchyard {
         .map_err(|e| fail(&mut em, e, n))?;
         let (items, report) = self.inspect(plan, &records);
         let hash_ms = ms(t_hash);
-        if let Some(e) = crate::engine::preflight_error(&report) {
+        if let Some(e) = crate::handle::preflight_error(&report) {
             return Err(fail(&mut em, e, n));
         }
         let mut recs = Vec::with_capacity(n);

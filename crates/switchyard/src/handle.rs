@@ -14,11 +14,11 @@ use crate::facts::{
     Decision, Emitter, Event, Fact, FactSink, LockFact, PlanFact, PreflightFact,
     PreflightSummaryFact,
 };
-use crate::journal::{RunRecord, StateDir, StateLocation};
 use crate::path::{Resolver, Root, SafePath};
 use crate::plan::{self, Plan, PlanInput};
 use crate::policy::{Policy, RunPolicy};
 use crate::preflight::{self, Check, CheckContext, Inspection, PreflightReport};
+use crate::state::{RunRecord, StateDir, StateLocation};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,12 +87,6 @@ impl Builder {
     /// Adds a facts sink (O1).
     pub fn with_facts_sink(mut self, s: impl FactSink + 'static) -> Builder {
         self.sinks.push(Arc::new(s));
-        self
-    }
-
-    /// Adds a preflight gate after the built-in ones.
-    pub fn with_check(mut self, c: impl Check + 'static) -> Builder {
-        self.checks.push(Box::new(c));
         self
     }
 
@@ -195,6 +189,17 @@ impl Switchyard {
         }
     }
 
+    /// The `facts.jsonl` a run wrote, if it wrote one (e.g. the run a failure names
+    /// with [`Error::run_id`]).
+    pub fn facts_of(&self, run_id: Uuid) -> Option<PathBuf> {
+        let p = self
+            .state_path()
+            .join(crate::state::RUNS)
+            .join(run_id.to_string())
+            .join(crate::state::FACTS);
+        p.is_file().then_some(p)
+    }
+
     pub(crate) fn progress(&self, op: &str, done: usize, total: usize) {
         if let Some(f) = &self.progress {
             f(op, done, total);
@@ -290,7 +295,7 @@ impl Switchyard {
         records: &[RunRecord],
     ) -> (Vec<Inspection>, PreflightReport) {
         let items = preflight::inspect(&self.root, plan, records);
-        let cx = CheckContext::new(&self.root, &self.policy, &items);
+        let cx = CheckContext::new(&self.policy, &items);
         let report = preflight::evaluate(&cx, &self.checks, &items);
         (items, report)
     }

@@ -1,0 +1,153 @@
+//! Reports: what each operation returns to its caller, serializable as the CLI's
+//! `--json` documents print them (their field names are a stable interface, see
+//! `docs/GUARANTEES.md`).
+
+use serde::Serialize;
+use std::path::PathBuf;
+use uuid::Uuid;
+
+use crate::node::NodeKind;
+use crate::plan::ActionKind;
+
+/// What one action did (or, in a dry-run, would do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionOutcome {
+    /// The action's ID (D1).
+    pub action_id: Uuid,
+    /// `link` or `restore`.
+    pub kind: ActionKind,
+    /// Root-relative target path.
+    pub target: String,
+    /// What the target was before.
+    pub before_kind: NodeKind,
+    /// What the target is after (or would be, in a dry-run).
+    pub after_kind: NodeKind,
+    /// SHA-256 of what the target resolved to before (O5).
+    pub before_hash: Option<String>,
+    /// SHA-256 of what the target resolves to after (O5).
+    pub after_hash: Option<String>,
+    /// Name of the backup of the prior node, beside the target.
+    pub backup: Option<String>,
+    /// Whether the target already was what the plan asks (D3).
+    pub noop: bool,
+}
+
+/// The result of [`Switchyard::apply`](crate::Switchyard::apply).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApplyReport {
+    /// The run (UUIDv7); its record and facts are under `runs/<run_id>/`.
+    pub run_id: Uuid,
+    /// The plan carried out (D1).
+    pub plan_id: Uuid,
+    /// Whether this was a dry-run (nothing was modified).
+    pub dry_run: bool,
+    /// Whether anything on disk changed (D3: false when already in effect).
+    pub changed: bool,
+    /// The run's `facts.jsonl`, when it was written (commits).
+    #[serde(rename = "facts")]
+    pub facts_path: Option<PathBuf>,
+    /// One outcome per action, in plan order.
+    pub actions: Vec<ActionOutcome>,
+}
+
+/// Which run to undo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RunSelector {
+    /// A specific run.
+    Id(Uuid),
+    /// The newest apply run that has not been undone.
+    Last,
+}
+
+/// The result of [`Switchyard::rollback`](crate::Switchyard::rollback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RollbackReport {
+    /// This rollback's own run (UUIDv7).
+    pub run_id: Uuid,
+    /// The plan of the run undone.
+    pub plan_id: Option<Uuid>,
+    /// The apply run undone.
+    pub target_run_id: Uuid,
+    /// Whether this was a dry-run.
+    pub dry_run: bool,
+    /// Whether anything on disk changed.
+    pub changed: bool,
+    /// Nothing was left to undo (R3).
+    pub idempotent_noop: bool,
+    /// The run's `facts.jsonl`, when it was written.
+    #[serde(rename = "facts")]
+    pub facts_path: Option<PathBuf>,
+    /// Targets restored (or, dry-run, to restore), in undo order.
+    pub actions: Vec<RestoredTarget>,
+}
+
+/// One target of a rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestoredTarget {
+    /// Root-relative target path.
+    pub target: String,
+    /// `restored`, or `would_restore` in a dry-run.
+    pub result: RestoreResult,
+}
+
+/// What a rollback did to one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RestoreResult {
+    /// Put back as it was before the run.
+    Restored,
+    /// A dry-run: would be put back.
+    WouldRestore,
+}
+
+/// How one interrupted run was settled.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The run had committed; only its journal was left.
+    Completed,
+    /// The run was undone (apply) or finished (rollback).
+    Undone,
+}
+
+impl Outcome {
+    /// Lower-case name, as in facts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Undone => "undone",
+        }
+    }
+}
+
+/// The result of [`Switchyard::recover`](crate::Switchyard::recover).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct RecoveryReport {
+    /// The first recovery run (there is one per settled journal), if any.
+    pub run_id: Option<Uuid>,
+    /// Every recovery run, in the order the journals were settled.
+    pub run_ids: Vec<Uuid>,
+    /// The plan of the first interrupted run settled, if it had one.
+    pub plan_id: Option<Uuid>,
+    /// Whether this was a dry-run.
+    pub dry_run: bool,
+    /// Whether anything on disk changed.
+    pub changed: bool,
+    /// The first recovery run's `facts.jsonl`, when it was written.
+    #[serde(rename = "facts")]
+    pub facts_path: Option<PathBuf>,
+    /// Each interrupted run and how it was (dry-run: would be) settled.
+    pub actions: Vec<SettledRun>,
+}
+
+/// One interrupted run settled by recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SettledRun {
+    /// The interrupted run.
+    pub run_id: Uuid,
+    /// How it was (or, in a dry-run, would be) settled.
+    pub outcome: Outcome,
+}
