@@ -564,6 +564,10 @@ pub struct JsonlSink {
 
 impl JsonlSink {
     /// Creates (truncating) `path`.
+    ///
+    /// # Errors
+    ///
+    /// The error of creating the file.
     pub fn create(path: &Path) -> io::Result<JsonlSink> {
         Ok(JsonlSink {
             out: Mutex::new(BufWriter::new(std::fs::File::create(path)?)),
@@ -571,6 +575,10 @@ impl JsonlSink {
     }
 
     /// Appends to `path`, creating it if needed.
+    ///
+    /// # Errors
+    ///
+    /// The error of opening the file.
     pub fn append(path: &Path) -> io::Result<JsonlSink> {
         let f = std::fs::OpenOptions::new()
             .create(true)

@@ -14,7 +14,7 @@ use crate::facts::{
     Decision, Emitter, Event, Fact, FactSink, LockFact, PlanFact, PreflightFact,
     PreflightSummaryFact,
 };
-use crate::path::{Resolver, Root, SafePath};
+use crate::path::{Root, SafePath};
 use crate::plan::{self, Plan, PlanInput};
 use crate::policy::{Policy, RunPolicy};
 use crate::preflight::{self, Check, CheckContext, Inspection, PreflightReport};
@@ -44,7 +44,6 @@ pub struct Builder {
     policy: Policy,
     root: PathBuf,
     state: StateLocation,
-    resolver: Option<Resolver>,
     lock: Option<Box<dyn LockManager>>,
     smoke: Option<Box<dyn SmokeRunner>>,
     sinks: Vec<Arc<dyn FactSink>>,
@@ -63,12 +62,6 @@ impl Builder {
     /// Where journals, records and the lock live (default `var/lib/switchyard` in the root).
     pub fn state_dir(mut self, loc: StateLocation) -> Builder {
         self.state = loc;
-        self
-    }
-
-    /// Forces a path resolver (default: `openat2` when the kernel has it).
-    pub fn resolver(mut self, r: Resolver) -> Builder {
-        self.resolver = Some(r);
         self
     }
 
@@ -110,6 +103,10 @@ impl Builder {
     }
 
     /// Opens the root and finishes the handle.
+    ///
+    /// # Errors
+    ///
+    /// `E_USAGE` when the root cannot be opened as a directory.
     pub fn build(self) -> Result<Switchyard> {
         let root = Root::open(&self.root).map_err(|e| {
             Error::io(
@@ -118,10 +115,6 @@ impl Builder {
                 e,
             )
         })?;
-        let root = match self.resolver {
-            Some(r) => root.with_resolver(r),
-            None => root,
-        };
         Ok(Switchyard {
             policy: self.policy,
             root,
@@ -161,7 +154,6 @@ impl Switchyard {
             policy,
             root: PathBuf::from("/"),
             state: StateLocation::default(),
-            resolver: None,
             lock: None,
             smoke: None,
             sinks: Vec::new(),
@@ -252,6 +244,12 @@ impl Switchyard {
     }
 
     /// Plans `input` (D1). Emits one `plan` fact per action.
+    ///
+    /// # Errors
+    ///
+    /// `E_USAGE` when the input breaks a plan rule (two actions on one target, a
+    /// target that is also a source, a link to itself, a reserved `.switchyard.`
+    /// name, a path inside the state directory) or exceeds `max_plan_actions`.
     pub fn plan(&self, input: &PlanInput) -> Result<Plan> {
         let plan = plan::build(input, self.policy.max_plan_actions)?;
         // Nothing inside the state directory may be planned, wherever it was configured.
@@ -301,7 +299,12 @@ impl Switchyard {
     }
 
     /// Runs preflight (never mutates). Emits a `preflight` fact per row and a
-    /// `preflight.summary`.
+    /// `preflight.summary`. A stopped row is a verdict in the report, not an error
+    /// ([`PreflightReport::error`] names the error a commit would fail with).
+    ///
+    /// # Errors
+    ///
+    /// When the state directory or its records cannot be read.
     pub fn preflight(&self, plan: &Plan) -> Result<PreflightReport> {
         let state = self.open_state(false)?;
         let records = self.records(state.as_ref())?;

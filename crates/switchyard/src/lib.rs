@@ -48,7 +48,7 @@ pub use handle::{ApplyMode, Builder, ProgressFn, Switchyard};
 #[cfg(feature = "manifest")]
 pub use manifest::Manifest;
 pub use node::NodeKind;
-pub use path::{PathError, Resolver, Root, SafePath};
+pub use path::{PathError, Root, SafePath};
 pub use plan::{Action, ActionKind, Plan, PlanInput, RESERVED_PREFIX};
 pub use policy::{Policy, Preset, RunPolicy};
 pub use preflight::{PreflightReport, PreflightRow, Verdict};

@@ -16,6 +16,7 @@ use std::os::fd::{AsFd, OwnedFd};
 /// What kind of node a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum NodeKind {
     /// Nothing is there.
     Absent,

@@ -16,7 +16,7 @@
 use rustix::fs::{openat, openat2, readlinkat, AtFlags, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use std::fmt;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// Longest file name component Linux accepts (`NAME_MAX`).
@@ -57,6 +57,11 @@ pub struct SafePath(String);
 
 impl SafePath {
     /// Parses a root-relative path (`usr/bin/ls` or `/usr/bin/ls`).
+    ///
+    /// # Errors
+    ///
+    /// A [`PathError`] naming the rule the text breaks (empty, NUL, `..`, a
+    /// component over 255 bytes, over 4095 bytes in all).
     pub fn new(s: &str) -> Result<SafePath, PathError> {
         if s.contains('\0') {
             return Err(PathError::Nul);
@@ -86,6 +91,11 @@ impl SafePath {
 
     /// Converts a host path (absolute, or relative to the current directory is not
     /// accepted) that lies lexically under `root` into a `SafePath`.
+    ///
+    /// # Errors
+    ///
+    /// [`PathError::OutsideRoot`] when `host` is not below `root`, or any error of
+    /// [`SafePath::new`].
     pub fn from_host(root: &Path, host: &Path) -> Result<SafePath, PathError> {
         let s = host.to_str().ok_or(PathError::NonUtf8)?;
         let root_s = root.to_str().ok_or(PathError::NonUtf8)?;
@@ -98,6 +108,10 @@ impl SafePath {
     }
 
     /// Parses raw bytes (e.g. from a manifest), rejecting non-UTF-8.
+    ///
+    /// # Errors
+    ///
+    /// [`PathError::NonUtf8`], or any error of [`SafePath::new`].
     pub fn from_bytes(b: &[u8]) -> Result<SafePath, PathError> {
         SafePath::new(std::str::from_utf8(b).map_err(|_| PathError::NonUtf8)?)
     }
@@ -174,7 +188,7 @@ impl schemars::JsonSchema for SafePath {
 
 /// How [`Root`] resolves paths below its handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resolver {
+pub(crate) enum Resolver {
     /// `openat2` with `RESOLVE_*` flags (Linux ≥ 5.6).
     Openat2,
     /// Component-by-component `openat(O_NOFOLLOW)`, following symlinks by hand.
@@ -188,7 +202,10 @@ fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
-/// The root directory, held open. All paths below it are reached through it.
+/// The root directory, held open: it corresponds to a process's `/` after
+/// `chroot(2)`, but only for this handle. Every path below it is reached through
+/// its directory descriptor, never by host path, so renaming or replacing the root
+/// path afterwards cannot redirect it.
 #[derive(Debug)]
 pub struct Root {
     path: PathBuf,
@@ -197,7 +214,14 @@ pub struct Root {
 }
 
 impl Root {
-    /// Opens `path` as the root, probing whether the kernel has `openat2`.
+    /// Opens `path` as the root (`openat(2)` with `O_DIRECTORY|O_NOFOLLOW`), probing
+    /// whether the kernel has `openat2(2)`; without it, paths are resolved by a
+    /// hand-written `O_NOFOLLOW` walk.
+    ///
+    /// # Errors
+    ///
+    /// The `openat` error: `ENOENT`, `ENOTDIR`, `ELOOP` (the last component is a
+    /// symlink), `EACCES`.
     pub fn open(path: &Path) -> std::io::Result<Root> {
         let fd = openat(rustix::fs::CWD, path, dir_flags(), Mode::empty())?;
         let resolver = match openat2(&fd, ".", dir_flags(), Mode::empty(), ResolveFlags::BENEATH) {
@@ -212,14 +236,10 @@ impl Root {
     }
 
     /// Forces a resolver (tests exercise both).
-    pub fn with_resolver(mut self, resolver: Resolver) -> Root {
+    #[cfg(test)]
+    pub(crate) fn with_resolver(mut self, resolver: Resolver) -> Root {
         self.resolver = resolver;
         self
-    }
-
-    /// The resolver in use.
-    pub fn resolver(&self) -> Resolver {
-        self.resolver
     }
 
     /// The root's host path (for messages and for running checks).
@@ -232,14 +252,11 @@ impl Root {
         self.path.join(p.as_str())
     }
 
-    /// The root's directory handle.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
     /// Opens the root-relative directory `dir` (`""` = the root) without following
-    /// any symlink. A symlink component fails with `ELOOP`.
-    pub fn open_dir(&self, dir: &str) -> std::io::Result<OwnedFd> {
+    /// any symlink: `openat2(2)` with `RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS` (retried
+    /// on `EAGAIN`), or an `openat(2)` walk with `O_NOFOLLOW|O_DIRECTORY`. A symlink
+    /// component fails with `ELOOP` in both modes.
+    pub(crate) fn open_dir(&self, dir: &str) -> std::io::Result<OwnedFd> {
         if dir.is_empty() {
             return Ok(openat(&self.fd, ".", dir_flags(), Mode::empty())?);
         }
@@ -276,13 +293,14 @@ impl Root {
     }
 
     /// Opens the parent directory of `p` (see [`Root::open_dir`]).
-    pub fn open_parent(&self, p: &SafePath) -> std::io::Result<OwnedFd> {
+    pub(crate) fn open_parent(&self, p: &SafePath) -> std::io::Result<OwnedFd> {
         self.open_dir(p.parent())
     }
 
     /// Opens what `p` resolves to, following symlinks as inside a chroot at the root
-    /// (absolute link text restarts at the root, `..` stops at it).
-    pub fn open_resolved(&self, p: &SafePath, flags: OFlags) -> std::io::Result<OwnedFd> {
+    /// (absolute link text restarts at the root, `..` stops at it): `openat2(2)` with
+    /// `RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS`, or [`Root::walk`].
+    pub(crate) fn open_resolved(&self, p: &SafePath, flags: OFlags) -> std::io::Result<OwnedFd> {
         let flags = flags | OFlags::CLOEXEC;
         match self.resolver {
             Resolver::Openat2 => loop {

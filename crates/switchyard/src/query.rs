@@ -32,6 +32,7 @@ fn display_path<S: Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::
 /// How a managed target compares with the run that last changed it (M4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum DriftState {
     /// The target is the node the run installed: a symlink with the recorded link
     /// text (link actions), or the very node put back (restore actions).

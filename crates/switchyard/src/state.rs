@@ -46,6 +46,7 @@ pub const READABLE_FORMATS: [u32; 2] = [1, 2];
 /// What kind of run a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RunKind {
     /// An apply.
     Apply,
@@ -69,6 +70,7 @@ impl RunKind {
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RunStatus {
     /// Journal only: the run has not settled.
     Pending,

@@ -122,6 +122,17 @@ fn fail(em: &mut Emitter, e: Error, action_count: usize) -> Error {
 impl Switchyard {
     /// Applies `plan`: a dry-run reports what would happen; a commit makes it so,
     /// all or nothing (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// A commit that fails has left nothing in effect (every touched action undone,
+    /// R4), unless the error says otherwise: `E_POLICY` (preflight stopped, or a
+    /// policy requirement such as a lock manager is missing), `E_BACKUP_MISSING`,
+    /// `E_LOCKING` (lock not acquired in time), `E_ATOMIC_SWAP` (a swap failed),
+    /// `E_SMOKE` (a smoke check failed: the run was rolled back), `E_RECOVERY` (an
+    /// earlier interrupted run could not be settled first), `E_GENERIC` otherwise.
+    /// [`Error::run_id`](crate::Error::run_id) names the run whose facts tell the
+    /// details.
     pub fn apply(&self, plan: &Plan, mode: ApplyMode) -> Result<ApplyReport> {
         let commit = mode == ApplyMode::Commit;
         let n = plan.actions.len();

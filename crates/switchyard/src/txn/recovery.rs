@@ -28,6 +28,12 @@ use crate::txn::undo::undo_actions;
 
 impl Switchyard {
     /// Settles interrupted runs. A dry-run only reports what it would do.
+    ///
+    /// # Errors
+    ///
+    /// `E_LOCKING` when the lock is not acquired in time; `E_RECOVERY` when a run
+    /// cannot be settled (the journal stays, and the error lists every target's
+    /// state, R5); `E_GENERIC` when the state directory cannot be read or written.
     pub fn recover(&self, mode: ApplyMode) -> Result<RecoveryReport> {
         let Some(state) = self.open_state(false)? else {
             return Ok(RecoveryReport {

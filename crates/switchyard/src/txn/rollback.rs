@@ -28,6 +28,14 @@ use uuid::Uuid;
 
 impl Switchyard {
     /// Undoes the run `which` (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// `E_BACKUP_MISSING` when no such run is recorded; `E_POLICY` when a newer live
+    /// run changed the same targets (roll that back first); `E_RESTORE_FAILED` when
+    /// a backup fails its integrity check (nothing moved) or an undo step fails (the
+    /// error lists every target's state, R5); `E_LOCKING` when the lock is not
+    /// acquired in time.
     pub fn rollback(&self, which: RunSelector, mode: ApplyMode) -> Result<RollbackReport> {
         let commit = mode == ApplyMode::Commit;
         let state = self.open_state(false)?.ok_or_else(|| {
