@@ -49,7 +49,7 @@ pub use handle::{ApplyMode, Builder, ProgressFn, Switchyard};
 pub use manifest::Manifest;
 pub use node::NodeKind;
 pub use path::{PathError, Root, SafePath};
-pub use plan::{Action, ActionKind, Plan, PlanInput, RESERVED_PREFIX};
+pub use plan::{Action, ActionKind, LinkRequest, Plan, PlanInput, RestoreRequest, RESERVED_PREFIX};
 pub use policy::{Policy, Preset, RunPolicy};
 pub use preflight::{PreflightReport, PreflightRow, Verdict};
 pub use query::{
