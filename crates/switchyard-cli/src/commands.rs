@@ -320,7 +320,7 @@ pub fn rollback(ctx: &Ctx, run: Option<Uuid>, commit: bool) -> CmdResult {
             .collect();
         let doc = RunFailed {
             plan_id: run.as_ref().and_then(|r| plan_id_of(&sy, r)),
-            target_run_id: run,
+            target_run_id: Some(run),
             idempotent_noop: Some(false),
             actions,
             ..failed_run(&e, !commit)

@@ -53,8 +53,9 @@ impl Failed {
 pub struct RunFailed {
     pub run_id: Option<Uuid>,
     pub plan_id: Option<Uuid>,
+    /// Rollback only (`Some`), where it is `null` for `--last`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_run_id: Option<Uuid>,
+    pub target_run_id: Option<Option<Uuid>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_ids: Option<Vec<Uuid>>,
     pub dry_run: bool,

@@ -395,6 +395,30 @@ fn rollback_last_and_unknown_run() {
     assert_eq!(j["error_id"], "E_BACKUP_MISSING");
     assert_eq!(j["exit_code"], 60);
     assert_eq!(unknown.stderr.lines().count(), 1);
+    // A failed rollback's document keeps every key of a rollback document, the
+    // selector included even when it is `--last` (null).
+    let none_left = sb.run(&["--json", "rollback", "--last", "--commit"]);
+    none_left.expect(60);
+    let j = none_left.json();
+    has_keys(
+        &j,
+        &[
+            "run_id",
+            "plan_id",
+            "target_run_id",
+            "dry_run",
+            "changed",
+            "idempotent_noop",
+            "facts",
+            "actions",
+            "exit_code",
+            "error_id",
+            "summary_error_ids",
+            "message",
+            "remediation",
+        ],
+    );
+    assert!(j["target_run_id"].is_null());
 }
 
 #[test]
