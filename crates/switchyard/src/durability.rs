@@ -20,8 +20,8 @@ pub fn write_durably(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> io::Resul
 
 /// Writes `bytes` to `dir/name` via a temporary name (`.<name>.tmp`, mode 0600), fsync
 /// of the file and rename over `name`, but does not fsync `dir`: the caller makes the
-/// entry durable with a later fsync of `dir` it does anyway. A failed write removes
-/// the temporary file.
+/// entry durable with a later fsync of `dir` it does anyway. A failed write or rename
+/// removes the temporary file.
 pub fn write_renamed(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = format!(".{name}.tmp");
     let flags =
@@ -33,7 +33,10 @@ pub fn write_renamed(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> io::Resul
         let _ = unlinkat(dir, tmp.as_str(), AtFlags::empty());
         return Err(e);
     }
-    renameat(dir, tmp.as_str(), dir, name)?;
+    if let Err(e) = renameat(dir, tmp.as_str(), dir, name) {
+        let _ = unlinkat(dir, tmp.as_str(), AtFlags::empty());
+        return Err(e.into());
+    }
     Ok(())
 }
 

@@ -144,3 +144,26 @@ fn restore_puts_back_the_latest_backup_and_is_reversible() {
         .unwrap();
     assert_eq!(f.tree(), applied);
 }
+
+/// A durable write whose final rename fails leaves no `.<name>.tmp` behind (A4): here
+/// `runs/LATEST` is a non-empty directory, so renaming the new pointer over it fails
+/// and the commit is undone.
+#[test]
+fn failed_rename_of_a_durable_write_leaves_no_temp_file_a4() {
+    let f = Fixture::new();
+    let before = f.tree();
+    let runs = f.host(switchyard_testkit::STATE).join("runs");
+    std::fs::create_dir_all(runs.join("LATEST/blocker")).unwrap();
+    let (sy, _) = f.engine();
+    let err = sy
+        .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap_err();
+    assert!(err.message().contains("runs/LATEST"), "{err}");
+    assert_eq!(f.tree(), before, "the commit was undone");
+    let litter: Vec<String> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(litter.is_empty(), "temp files left in runs/: {litter:?}");
+}
