@@ -587,3 +587,62 @@ fn an_unknown_journal_format_is_a_pending_problem_not_a_guess_s9() {
     assert!(e.message().contains("format version 7"), "{e}");
     assert_eq!(f.tree(), tree, "nothing moved");
 }
+
+/// `rollback --last` obeys the policy of the run it undoes even when recovery, under
+/// the lock, changes which run that is (L3): an interrupted rollback of the newest run
+/// is finished first, so the run undone is an older one, recorded under a policy that
+/// requires a lock manager. A handle without one must refuse it, as it refuses
+/// `rollback <that run>`.
+#[test]
+fn rollback_last_obeys_the_run_selected_after_recovery_l3() {
+    let f = Fixture::new();
+    let guarded = engine(&f, |p| p.require_lock_manager = true);
+    let older = guarded
+        .apply(
+            &guarded
+                .plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
+                .unwrap(),
+            ApplyMode::Commit,
+        )
+        .unwrap();
+    let (dev, _) = f.engine();
+    let newer = dev
+        .apply(
+            &dev.plan(&PlanInput::default().link(sp("usr/bin/cat"), sp("usr/lib/alt/cat")))
+                .unwrap(),
+            ApplyMode::Commit,
+        )
+        .unwrap();
+    // A rollback of the newer run is killed right after its journal is durable.
+    let end = run_child(
+        EXE.as_ref(),
+        &Scenario {
+            root: f.path().to_path_buf(),
+            op: "rollback".into(),
+            failpoint: fp::ROLLBACK_AFTER_JOURNAL.into(),
+            mode: "kill".into(),
+            nth: 1,
+            run: Some(newer.run_id.to_string()),
+            links: Vec::new(),
+            fallback: false,
+        },
+    );
+    assert_eq!(end, ChildEnd::Killed);
+    let mut p = Policy::dev();
+    p.allow_roots = vec![sp("usr/bin")];
+    let unlocked = Switchyard::builder(p).root(f.path()).build().unwrap();
+    // By ID, the older run's recorded policy refuses a handle without a lock manager.
+    let by_id = unlocked
+        .rollback(RunSelector::Id(older.run_id), ApplyMode::Commit)
+        .unwrap_err();
+    assert_eq!(by_id.id(), ErrorId::Policy, "{by_id}");
+    // --last selects the newer run before the lock, but the older one after recovery.
+    let last = unlocked.rollback(RunSelector::Last, ApplyMode::Commit);
+    let e = last.expect_err("the older run requires a lock manager (L3)");
+    assert_eq!(e.id(), ErrorId::Policy, "{e}");
+    assert!(e.message().contains("lock manager"), "{e}");
+    assert!(
+        f.host("usr/bin/ls").is_symlink(),
+        "the older run is still in effect"
+    );
+}

@@ -63,6 +63,11 @@ impl Switchyard {
         let target = &target;
         // The run is undone under the policy it was committed under (S6).
         let rules = RunPolicy::for_undo(&self.policy, target.policy.as_ref());
+        // Recovery may have changed which run `which` names (a finished rollback of
+        // the newest): without a lock manager, that run's policy may refuse (L3).
+        if commit && self.lock.is_none() {
+            self.lock(&state, &rules)?;
+        }
         let mut em = self.emitter(target.plan_id, !commit);
         let noop = !target.is_live_apply() || !target.changed;
         let actions: Vec<ActionRecord> = if noop {
