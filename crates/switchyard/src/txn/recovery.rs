@@ -41,8 +41,9 @@ impl Switchyard {
                 ..Default::default()
             });
         };
-        let pending = state.pending()?;
+        let pending = state.pending();
         if mode == ApplyMode::DryRun {
+            let pending = pending?;
             let mut rep = RecoveryReport {
                 dry_run: true,
                 ..Default::default()
@@ -57,8 +58,11 @@ impl Switchyard {
             return Ok(rep);
         }
         // The journals were read before the lock only to know how to wait for it
-        // (their recorded policies); `recover_locked` reads them again under it.
+        // (their recorded policies); `recover_locked` reads them again under it and
+        // reports what cannot be read. A journal a concurrent run removed between
+        // listing and reading is not an error here.
         let rules = pending
+            .unwrap_or_default()
             .iter()
             .map(|j| RunPolicy::for_undo(&self.policy, j.policy.as_ref()))
             .reduce(RunPolicy::join)
