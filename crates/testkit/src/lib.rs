@@ -406,18 +406,123 @@ impl switchyard::SmokeRunner for FixedSmoke {
     }
 }
 
-/// Returns false (after saying why) when the test needs root and we are not; in CI
-/// (`CI` set) that is a failure, never a silent pass (T3).
-pub fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
+/// Panics unless the process is root. Tests needing root call it first; a build made
+/// as non-root marks them `#[ignore]` instead (see `build.rs`), so this only fires
+/// for a binary built as root and run as another user (T3: never a silent pass).
+pub fn assert_root(test: &str) {
     assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root and CI must run it as root (T3)"
+        is_root(),
+        "{test} needs root, but this test binary was built as root and runs as uid {}: \
+         rebuild it as this user (the build marks root-only tests ignored) or run as root",
+        rustix::process::geteuid().as_raw()
     );
-    eprintln!("{test}: not run: needs root (CI runs it as root)");
-    false
+}
+
+/// Environment variable marking the child process of [`in_own_process`]; its value
+/// is the name of the one test that child runs. Only this test kit reads it
+/// (product code reads no environment variable).
+pub const OWN_PROCESS_ENV: &str = "SWITCHYARD_TESTKIT_OWN_PROCESS";
+
+/// Line the child of [`in_own_process`] prints (followed by the test name) once the
+/// test body returned; without it the parent fails, so a child that ran no test
+/// (e.g. a filter that matched nothing) can never count as a pass.
+const OWN_PROCESS_DONE: &str = "SWITCHYARD-TESTKIT-OWN-PROCESS-DONE";
+
+/// Failpoint configuration for one test. The `fail` crate keeps it per process, so
+/// the only way to get one is [`in_own_process`], which runs the test alone in a
+/// process of its own (T6).
+pub struct Failpoints {
+    _only_in_own_process: (),
+}
+
+impl Failpoints {
+    /// Configures failpoint `name` with `fail` crate actions (e.g. `return`,
+    /// `2*off->return`).
+    pub fn cfg(&self, name: &str, actions: &str) {
+        fail::cfg(name, actions).unwrap_or_else(|e| panic!("failpoint {name}: {e}"));
+    }
+
+    /// Runs `f` every time failpoint `name` is passed.
+    pub fn cfg_callback(&self, name: &str, f: impl Fn() + Send + Sync + 'static) {
+        fail::cfg_callback(name, f).unwrap_or_else(|e| panic!("failpoint {name}: {e}"));
+    }
+
+    /// Disarms failpoint `name`.
+    pub fn remove(&self, name: &str) {
+        fail::remove(name);
+    }
+}
+
+/// Runs `body` — the whole body of the calling `#[test]` — alone in a process of its
+/// own, under `cargo test` (threads) and `cargo nextest` (process per test) alike, and
+/// hands it the [`Failpoints`] it may arm (T6: the `fail` crate's configuration is
+/// per process, so under `cargo test` an armed failpoint would fire in every other
+/// test of the binary running at the same time).
+///
+/// Outside the child, it re-executes the current test binary
+/// (`std::env::current_exe()`) as `<test> --exact --nocapture --test-threads=1
+/// --include-ignored` with [`OWN_PROCESS_ENV`] set to the test's name, waits, and
+/// prints the child's output (captured per test, like any test output). It panics,
+/// with that output, if the child failed or never finished the body. The body runs
+/// once, in the child only: nothing runs twice under nextest either.
+///
+/// The test's name is the name of the thread libtest runs it on (always set, also
+/// with `--test-threads=1`); calling this outside a test's own thread panics.
+pub fn in_own_process(body: impl FnOnce(&Failpoints)) {
+    let thread = std::thread::current();
+    let name = match thread.name() {
+        Some(n) if n != "main" => n.to_owned(),
+        other => panic!(
+            "in_own_process must be called on a #[test]'s own thread (thread name: {other:?})"
+        ),
+    };
+    match std::env::var(OWN_PROCESS_ENV) {
+        Ok(child) if child == name => {
+            body(&Failpoints {
+                _only_in_own_process: (),
+            });
+            // On a line of its own: libtest has already printed "test <name> ... ".
+            println!("\n{OWN_PROCESS_DONE} {name}");
+        }
+        Ok(child) => panic!(
+            "{OWN_PROCESS_ENV}={child} but test {name} runs in that process: \
+             only one test may run in a process with failpoints"
+        ),
+        Err(_) => run_own_process(&name),
+    }
+}
+
+fn run_own_process(name: &str) {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let out = std::process::Command::new(&exe)
+        .args([
+            name,
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
+        .env(OWN_PROCESS_ENV, name)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("re-running {} for {name}: {e}", exe.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    print!("{stdout}");
+    eprint!("{stderr}");
+    let done = stdout
+        .lines()
+        .any(|l| l == format!("{OWN_PROCESS_DONE} {name}"));
+    let failure = match (out.status.success(), done) {
+        (true, true) => None,
+        (false, _) => Some(format!("failed ({})", out.status)),
+        (true, false) => Some("exited 0 but never finished its body".to_owned()),
+    };
+    if let Some(verdict) = failure {
+        panic!(
+            "test {name} in its own process {verdict}\n--- child stdout\n{stdout}--- child stderr\n{stderr}"
+        );
+    }
 }
 
 /// A tmpfs mounted for one test, unmounted on drop.
@@ -425,12 +530,22 @@ pub struct TmpfsMount {
     dir: tempfile::TempDir,
 }
 
+/// Runs a tool a root-only test needs; a missing tool or a failure is a panic that
+/// says what to install (T3: a missing precondition never passes).
 fn sh(cmd: &str, args: &[&str]) {
     let st = std::process::Command::new(cmd)
         .args(args)
         .status()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(st.success(), "{cmd} {args:?} failed: {st}");
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {cmd}: {e}; real-filesystem tests need mount(8) (package \
+                 mount) and chattr(1) (package e2fsprogs), see .ci/run"
+            )
+        });
+    assert!(
+        st.success(),
+        "{cmd} {args:?} failed ({st}): this test needs it to work (root, tmpfs, chattr)"
+    );
 }
 
 impl TmpfsMount {

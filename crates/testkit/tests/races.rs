@@ -1,6 +1,7 @@
 //! Races and hostile inputs found in review: another process changing targets
 //! mid-run, sources that loop back, reserved names, FIFOs, out-of-order rollback.
-//! In-process failpoint callbacks play the other process (nextest: process per test).
+//! Failpoint callbacks play the other process; a test that arms one runs alone in its
+//! own process (`in_own_process`, T6), under `cargo test` as under nextest.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,7 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use switchyard::failpoints as fp;
 use switchyard::{ApplyMode, ErrorId, PlanInput, RunSelector};
 use switchyard_testkit::{
-    run_child, sp, standard_input, standard_links, ChildEnd, Fixture, Scenario, STATE,
+    in_own_process, run_child, sp, standard_input, standard_links, ChildEnd, Fixture, Scenario,
+    STATE,
 };
 
 const EXE: &str = env!("CARGO_BIN_EXE_crashchild");
@@ -74,116 +76,142 @@ fn recovered_rollback_marks_its_apply_undone_r3() {
 /// the foreign file is hidden under the stage name, and recovery fails forever.
 #[test]
 fn target_replaced_between_journal_and_swap_changes_nothing_a3() {
-    let f = Fixture::new();
-    let (sy, _) = f.engine();
-    let ls = f.host("usr/bin/ls");
-    let tmp = f.host("usr/bin/dpkg-new");
-    fail::cfg_callback(fp::APPLY_AFTER_JOURNAL, move || {
-        std::fs::write(&tmp, b"#!/bin/sh\necho gnu-ls v2\n").unwrap();
-        std::fs::rename(&tmp, &ls).unwrap();
-    })
-    .unwrap();
-    let plan = link_ls(&sy);
-    let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
-    fail::remove(fp::APPLY_AFTER_JOURNAL);
-    eprintln!("apply error: {} / {}", err.id().as_str(), err.message());
-    eprintln!("usr/bin now: {:?}", names(&f));
-    eprintln!(
-        "ls link: {:?}",
-        std::fs::read_link(f.host("usr/bin/ls")).ok()
-    );
-    let rec = sy.recover(ApplyMode::Commit);
-    eprintln!(
-        "recover: {:?}",
-        rec.as_ref().map_err(|e| e.message().to_owned())
-    );
-    assert!(
-        std::fs::symlink_metadata(f.host("usr/bin/ls"))
-            .unwrap()
-            .is_file(),
-        "failed apply left usr/bin/ls as our symlink (visible change)"
-    );
-    assert!(rec.is_ok(), "recovery wedged");
-    assert!(
-        !names(&f).iter().any(|n| n.starts_with(".switchyard.")),
-        "litter: {:?}",
-        names(&f)
-    );
+    in_own_process(|fps| {
+        let f = Fixture::new();
+        let (sy, _) = f.engine();
+        let ls = f.host("usr/bin/ls");
+        let tmp = f.host("usr/bin/dpkg-new");
+        fps.cfg_callback(fp::APPLY_AFTER_JOURNAL, move || {
+            std::fs::write(&tmp, b"#!/bin/sh\necho gnu-ls v2\n").unwrap();
+            std::fs::rename(&tmp, &ls).unwrap();
+        });
+        let plan = link_ls(&sy);
+        let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
+        fps.remove(fp::APPLY_AFTER_JOURNAL);
+        eprintln!("apply error: {} / {}", err.id().as_str(), err.message());
+        eprintln!("usr/bin now: {:?}", names(&f));
+        eprintln!(
+            "ls link: {:?}",
+            std::fs::read_link(f.host("usr/bin/ls")).ok()
+        );
+        let rec = sy.recover(ApplyMode::Commit);
+        eprintln!(
+            "recover: {:?}",
+            rec.as_ref().map_err(|e| e.message().to_owned())
+        );
+        assert!(
+            std::fs::symlink_metadata(f.host("usr/bin/ls"))
+                .unwrap()
+                .is_file(),
+            "failed apply left usr/bin/ls as our symlink (visible change)"
+        );
+        assert!(rec.is_ok(), "recovery wedged");
+        assert!(
+            !names(&f).iter().any(|n| n.starts_with(".switchyard.")),
+            "litter: {:?}",
+            names(&f)
+        );
+    });
 }
 
 /// an absent target appears (another process) between journal and swap.
 #[test]
 fn absent_target_created_between_journal_and_swap_is_left_alone() {
-    let f = Fixture::new();
-    let (sy, _) = f.engine();
-    let new = f.host("usr/bin/new");
-    fail::cfg_callback(fp::APPLY_AFTER_JOURNAL, move || {
-        std::fs::write(&new, b"pkg file\n").unwrap();
-    })
-    .unwrap();
-    let plan = sy.plan(&standard_input()).unwrap();
-    let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
-    fail::remove(fp::APPLY_AFTER_JOURNAL);
-    eprintln!("apply error: {} / {}", err.id().as_str(), err.message());
-    eprintln!("usr/bin now: {:?}", names(&f));
-    let rec = sy.recover(ApplyMode::Commit);
-    eprintln!(
-        "recover: {:?}",
-        rec.as_ref().map_err(|e| e.message().to_owned())
-    );
-    // Even an unrelated plan is now refused.
-    let other = sy
-        .plan(&PlanInput::default().link(sp("usr/bin/keep"), sp("usr/lib/alt/keep")))
-        .unwrap();
-    let o = sy.apply(&other, ApplyMode::Commit);
-    eprintln!(
-        "unrelated apply: {:?}",
-        o.as_ref().map(|_| ()).map_err(|e| e.id().as_str())
-    );
-    assert!(
-        rec.is_ok(),
-        "recovery wedged by a foreign file the user wants to keep"
-    );
-    assert!(o.is_ok(), "an unrelated plan must still apply");
-    assert_eq!(
-        std::fs::read(f.host("usr/bin/new")).unwrap(),
-        b"pkg file\n",
-        "their file is kept"
-    );
-    let litter: Vec<String> = names(&f)
-        .into_iter()
-        .filter(|n| {
-            n.ends_with(".stage")
-                || n.starts_with(".switchyard.ls.")
-                || n.starts_with(".switchyard.cat.")
-        })
-        .collect();
-    assert!(litter.is_empty(), "litter: {litter:?}");
+    in_own_process(|fps| {
+        let f = Fixture::new();
+        let (sy, _) = f.engine();
+        let new = f.host("usr/bin/new");
+        fps.cfg_callback(fp::APPLY_AFTER_JOURNAL, move || {
+            std::fs::write(&new, b"pkg file\n").unwrap();
+        });
+        let plan = sy.plan(&standard_input()).unwrap();
+        let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
+        fps.remove(fp::APPLY_AFTER_JOURNAL);
+        eprintln!("apply error: {} / {}", err.id().as_str(), err.message());
+        eprintln!("usr/bin now: {:?}", names(&f));
+        let rec = sy.recover(ApplyMode::Commit);
+        eprintln!(
+            "recover: {:?}",
+            rec.as_ref().map_err(|e| e.message().to_owned())
+        );
+        // Even an unrelated plan is now refused.
+        let other = sy
+            .plan(&PlanInput::default().link(sp("usr/bin/keep"), sp("usr/lib/alt/keep")))
+            .unwrap();
+        let o = sy.apply(&other, ApplyMode::Commit);
+        eprintln!(
+            "unrelated apply: {:?}",
+            o.as_ref().map(|_| ()).map_err(|e| e.id().as_str())
+        );
+        assert!(
+            rec.is_ok(),
+            "recovery wedged by a foreign file the user wants to keep"
+        );
+        assert!(o.is_ok(), "an unrelated plan must still apply");
+        assert_eq!(
+            std::fs::read(f.host("usr/bin/new")).unwrap(),
+            b"pkg file\n",
+            "their file is kept"
+        );
+        let litter: Vec<String> = names(&f)
+            .into_iter()
+            .filter(|n| {
+                n.ends_with(".stage")
+                    || n.starts_with(".switchyard.ls.")
+                    || n.starts_with(".switchyard.cat.")
+            })
+            .collect();
+        assert!(litter.is_empty(), "litter: {litter:?}");
+    });
 }
 
 /// a source that resolves (through a symlink) to the target itself passes
 /// preflight; after apply the target is a symlink loop (A2: broken path).
+/// Expected: preflight stops the row, apply refuses with E_POLICY, nothing changes.
 #[test]
 fn source_resolving_to_a_target_is_refused_a2() {
     let f = Fixture::new();
     std::os::unix::fs::symlink("../../bin/ls", f.host("usr/lib/alt/via")).unwrap();
+    let before = f.tree();
     let (sy, _) = f.engine();
     let plan = sy
         .plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/via")))
         .unwrap();
-    let r = sy.apply(&plan, ApplyMode::Commit);
-    let meta = std::fs::metadata(f.host("usr/bin/ls"));
-    eprintln!(
-        "apply: {:?}; stat(ls): {:?}",
-        r.as_ref()
-            .map(|r| r.changed)
-            .map_err(|e| e.message().to_owned()),
-        meta.as_ref().map(|_| ())
+    assert_loop_refused(
+        &f,
+        &sy,
+        &plan,
+        "usr/bin/ls",
+        "source usr/lib/alt/via resolves through usr/bin/ls, a target of this plan; after the swap the link would loop",
+        &before,
     );
+}
+
+/// Asserts preflight stops `target` with exactly `note`, and apply refuses the
+/// plan with E_POLICY naming it, changing nothing (A2).
+fn assert_loop_refused(
+    f: &Fixture,
+    sy: &switchyard::Switchyard,
+    plan: &switchyard::Plan,
+    target: &str,
+    note: &str,
+    before: &switchyard_testkit::Tree,
+) {
+    let pre = sy.preflight(plan).unwrap();
+    let row = pre.rows.iter().find(|r| r.path.as_str() == target).unwrap();
+    assert_eq!(row.verdict, switchyard::Verdict::Stop, "{row:?}");
+    assert_eq!(row.notes, [note], "{row:?}");
+    let err = sy.apply(plan, ApplyMode::Commit).unwrap_err();
+    assert_eq!(err.id(), ErrorId::Policy, "{err}");
+    assert_eq!(
+        err.message(),
+        format!("preflight stopped 1 of 1 actions; first: {target}: {note}"),
+        "{err}"
+    );
+    assert_eq!(&f.tree(), before, "a refused plan changed the tree");
     assert!(
-        meta.is_ok(),
-        "usr/bin/ls no longer resolves: {:?}",
-        meta.err()
+        std::fs::metadata(f.host(target)).is_ok(),
+        "{target} no longer resolves"
     );
 }
 
@@ -285,12 +313,13 @@ fn preflight_never_blocks_on_a_fifo() {
             .unwrap();
         let _ = tx.send(sy.preflight(&plan).map(|r| r.ok()).map_err(|e| e.id()));
     });
-    let got = rx.recv_timeout(std::time::Duration::from_secs(5));
-    assert!(
-        got.is_ok(),
-        "preflight did not return within 5 s (blocked opening the FIFO)"
-    );
-    let _: Option<Result<bool, ErrorId>> = got.ok();
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .unwrap_or_else(|e| {
+            panic!("preflight did not return within 5 s (blocked opening the FIFO): {e}")
+        });
+    // It returns a report, and replacing a symlink whose destination is a FIFO is fine.
+    assert_eq!(got, Ok(true), "preflight over a symlink to a FIFO");
 }
 
 // Found by the second review.
@@ -298,27 +327,23 @@ fn preflight_never_blocks_on_a_fifo() {
 /// the loop check compares the source's *final* node with the targets' own nodes.
 /// A source that reaches a *symlink* target on its way (source -> usr/bin/cat ->
 /// gnu-cat) resolves to gnu-cat, passes, and after the swap usr/bin/cat is a loop.
+/// Expected: refused like a source resolving to the target itself.
 #[test]
 fn source_through_symlinked_target_is_refused_a2() {
     let f = Fixture::new();
     std::os::unix::fs::symlink("../../bin/cat", f.host("usr/lib/alt/via")).unwrap();
+    let before = f.tree();
     let (sy, _) = f.engine();
     let plan = sy
         .plan(&PlanInput::default().link(sp("usr/bin/cat"), sp("usr/lib/alt/via")))
         .unwrap();
-    let r = sy.apply(&plan, ApplyMode::Commit);
-    let meta = std::fs::metadata(f.host("usr/bin/cat"));
-    eprintln!(
-        "apply: {:?}; stat(cat): {:?}",
-        r.as_ref()
-            .map(|r| r.changed)
-            .map_err(|e| e.message().to_owned()),
-        meta.as_ref().map(|_| ())
-    );
-    assert!(
-        meta.is_ok(),
-        "usr/bin/cat no longer resolves: {:?}",
-        meta.err()
+    assert_loop_refused(
+        &f,
+        &sy,
+        &plan,
+        "usr/bin/cat",
+        "source usr/lib/alt/via resolves through usr/bin/cat, a target of this plan; after the swap the link would loop",
+        &before,
     );
 }
 
@@ -329,38 +354,39 @@ fn source_through_symlinked_target_is_refused_a2() {
 /// and recovery is wedged for every later command.
 #[test]
 fn crash_after_exchange_with_replaced_target_recovers_their_node_a3() {
-    let f = Fixture::new();
-    let (sy, _) = f.engine();
-    let ls = f.host("usr/bin/ls");
-    let tmp = f.host("usr/bin/dpkg-new");
-    fail::cfg_callback(fp::APPLY_AFTER_STAGE, move || {
-        std::fs::write(&tmp, b"#!/bin/sh\necho gnu-ls v2\n").unwrap();
-        std::fs::rename(&tmp, &ls).unwrap();
-    })
-    .unwrap();
-    fail::cfg(fp::APPLY_AFTER_SWAP, "return").unwrap();
-    let plan = link_ls(&sy);
-    let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
-    fail::remove(fp::APPLY_AFTER_STAGE);
-    fail::remove(fp::APPLY_AFTER_SWAP);
-    eprintln!("apply: {} / {}", err.id().as_str(), err.message());
-    eprintln!("usr/bin: {:?}", names(&f));
-    let rec = sy.recover(ApplyMode::Commit);
-    eprintln!(
-        "recover: {:?}",
-        rec.as_ref().map_err(|e| e.message().to_owned())
-    );
-    assert!(rec.is_ok(), "recovery wedged");
-    assert_eq!(
-        std::fs::read(f.host("usr/bin/ls")).unwrap(),
-        b"#!/bin/sh\necho gnu-ls v2\n",
-        "the other process's file must be back at the target"
-    );
-    assert!(
-        !names(&f).iter().any(|n| n.starts_with(".switchyard.")),
-        "litter: {:?}",
-        names(&f)
-    );
+    in_own_process(|fps| {
+        let f = Fixture::new();
+        let (sy, _) = f.engine();
+        let ls = f.host("usr/bin/ls");
+        let tmp = f.host("usr/bin/dpkg-new");
+        fps.cfg_callback(fp::APPLY_AFTER_STAGE, move || {
+            std::fs::write(&tmp, b"#!/bin/sh\necho gnu-ls v2\n").unwrap();
+            std::fs::rename(&tmp, &ls).unwrap();
+        });
+        fps.cfg(fp::APPLY_AFTER_SWAP, "return");
+        let plan = link_ls(&sy);
+        let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
+        fps.remove(fp::APPLY_AFTER_STAGE);
+        fps.remove(fp::APPLY_AFTER_SWAP);
+        eprintln!("apply: {} / {}", err.id().as_str(), err.message());
+        eprintln!("usr/bin: {:?}", names(&f));
+        let rec = sy.recover(ApplyMode::Commit);
+        eprintln!(
+            "recover: {:?}",
+            rec.as_ref().map_err(|e| e.message().to_owned())
+        );
+        assert!(rec.is_ok(), "recovery wedged");
+        assert_eq!(
+            std::fs::read(f.host("usr/bin/ls")).unwrap(),
+            b"#!/bin/sh\necho gnu-ls v2\n",
+            "the other process's file must be back at the target"
+        );
+        assert!(
+            !names(&f).iter().any(|n| n.starts_with(".switchyard.")),
+            "litter: {:?}",
+            names(&f)
+        );
+    });
 }
 
 /// a crash between a rollback's `write_record` and `clear_journal` (no failpoint

@@ -1,22 +1,46 @@
 //! Real faults on real filesystems (root; CI runs these as root, T3): ENOSPC at every
 //! inode allocation of a run, immutable targets, read-only and noexec mounts (S2),
 //! and state on another filesystem. Nothing is simulated: the kernel says no.
+//!
+//! Built as non-root these tests are ignored (with the reason); built and run as
+//! root (CI) they run, and a missing tool or a failing mount panics (T3).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use switchyard::failpoints as fp;
 use switchyard::{ApplyMode, ErrorId, Policy, RunSelector, StateLocation, Switchyard};
 use switchyard_testkit::{
-    assert_applied, chattr, engine_for, require_root, sp, standard_input, Fixture, TmpfsMount,
-    STATE,
+    assert_applied, assert_root, chattr, engine_for, in_own_process, is_root, sp, standard_input,
+    Fixture, TmpfsMount, STATE,
 };
 
+/// T3: CI runs as root, so none of the tests below is ignored there.
 #[test]
-fn enospc_at_every_inode_allocation_leaves_pre_plan_a3_r4() {
-    if !require_root("enospc sweep") {
-        return;
+fn ci_builds_and_runs_the_root_tests_t3() {
+    // `build.rs` sets `testkit_not_root` for a non-root build.
+    const BUILT_AS_ROOT: bool = !cfg!(testkit_not_root);
+    if std::env::var_os("CI").is_some() {
+        assert!(
+            BUILT_AS_ROOT && is_root(),
+            "CI must build and run the suite as root (built as root: {BUILT_AS_ROOT}, \
+             running as root: {}): the real-filesystem tests would be ignored",
+            is_root()
+        );
+    } else {
+        assert_eq!(
+            BUILT_AS_ROOT,
+            is_root(),
+            "built and run by different users; rebuild as this user"
+        );
     }
+}
+
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: tmpfs mounts, chattr")]
+fn enospc_at_every_inode_allocation_leaves_pre_plan_a3_r4() {
+    assert_root("enospc sweep");
     let mut failures = 0;
+    let mut first_success = None;
     for extra in 0..64 {
         let m = TmpfsMount::new("size=16m");
         let f = Fixture::new_in(m.path());
@@ -26,11 +50,10 @@ fn enospc_at_every_inode_allocation_leaves_pre_plan_a3_r4() {
         let plan = sy.plan(&standard_input()).unwrap();
         match sy.apply(&plan, ApplyMode::Commit) {
             Ok(rep) => {
-                assert!(failures > 0, "never ran out of inodes");
                 assert!(rep.changed);
                 assert_applied(&before, &f.tree());
-                eprintln!("ENOSPC sweep: {failures} failing runs before the first success at +{extra} inodes");
-                return;
+                first_success = Some(extra);
+                break;
             }
             Err(e) => {
                 failures += 1;
@@ -51,50 +74,53 @@ fn enospc_at_every_inode_allocation_leaves_pre_plan_a3_r4() {
             }
         }
     }
-    panic!("the run never succeeded");
+    let extra = first_success.unwrap_or_else(|| panic!("the run never succeeded"));
+    assert!(failures > 0, "never ran out of inodes");
+    eprintln!("ENOSPC sweep: {failures} failing runs before the first success at +{extra} inodes");
 }
 
 #[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: tmpfs mounts, chattr")]
 fn immutable_target_stops_preflight_and_fails_the_swap_safely_s2() {
-    if !require_root("immutable target") {
-        return;
-    }
-    let f = Fixture::new();
-    let ls = f.host("usr/bin/ls");
-    let before = f.tree();
-    let (sy, _) = engine_for(f.path(), Policy::dev());
-    let plan = sy.plan(&standard_input()).unwrap();
-    chattr("+i", &ls);
-    let pre = sy.preflight(&plan).unwrap();
-    let row = pre
-        .rows
-        .iter()
-        .find(|r| r.path.as_str() == "usr/bin/ls")
-        .unwrap();
-    assert!(row.notes.iter().any(|n| n.contains("immutable")), "{row:?}");
-    let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
-    chattr("-i", &ls);
-    assert_eq!(err.id(), ErrorId::Policy);
-    assert_eq!(f.tree(), before);
+    // Arms a failpoint: alone in its own process (T6).
+    in_own_process(|fps| {
+        assert_root("immutable target");
+        let f = Fixture::new();
+        let ls = f.host("usr/bin/ls");
+        let before = f.tree();
+        let (sy, _) = engine_for(f.path(), Policy::dev());
+        let plan = sy.plan(&standard_input()).unwrap();
+        chattr("+i", &ls);
+        let pre = sy.preflight(&plan).unwrap();
+        let row = pre
+            .rows
+            .iter()
+            .find(|r| r.path.as_str() == "usr/bin/ls")
+            .unwrap();
+        assert!(row.notes.iter().any(|n| n.contains("immutable")), "{row:?}");
+        let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
+        chattr("-i", &ls);
+        assert_eq!(err.id(), ErrorId::Policy);
+        assert_eq!(f.tree(), before);
 
-    // Made immutable after preflight, between journal and swap: the kernel refuses
-    // the exchange (EPERM) and every action already done is undone.
-    let target = ls.clone();
-    fail::cfg_callback(fp::APPLY_AFTER_JOURNAL, move || chattr("+i", &target)).unwrap();
-    let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
-    fail::remove(fp::APPLY_AFTER_JOURNAL);
-    chattr("-i", &ls);
-    assert_eq!(err.id(), ErrorId::AtomicSwap, "{err}");
-    assert_eq!(err.errno(), Some(1), "EPERM from the kernel: {err}");
-    assert_eq!(f.tree(), before);
-    assert!(!sy.status().unwrap().pending_journal);
+        // Made immutable after preflight, between journal and swap: the kernel refuses
+        // the exchange (EPERM) and every action already done is undone.
+        let target = ls.clone();
+        fps.cfg_callback(fp::APPLY_AFTER_JOURNAL, move || chattr("+i", &target));
+        let err = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
+        fps.remove(fp::APPLY_AFTER_JOURNAL);
+        chattr("-i", &ls);
+        assert_eq!(err.id(), ErrorId::AtomicSwap, "{err}");
+        assert_eq!(err.errno(), Some(1), "EPERM from the kernel: {err}");
+        assert_eq!(f.tree(), before);
+        assert!(!sy.status().unwrap().pending_journal);
+    });
 }
 
 #[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: tmpfs mounts, chattr")]
 fn read_only_and_noexec_mounts_stop_preflight_with_nothing_changed_s2() {
-    if !require_root("ro/noexec mounts") {
-        return;
-    }
+    assert_root("ro/noexec mounts");
     for (opt, word) in [("ro", "read-only"), ("noexec", "noexec")] {
         let m = TmpfsMount::new("size=16m");
         let f = Fixture::new_in(m.path());
@@ -114,10 +140,9 @@ fn read_only_and_noexec_mounts_stop_preflight_with_nothing_changed_s2() {
 }
 
 #[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: tmpfs mounts, chattr")]
 fn state_on_another_filesystem_works_and_rolls_back_exactly() {
-    if !require_root("state on another filesystem") {
-        return;
-    }
+    assert_root("state on another filesystem");
     let m = TmpfsMount::new("size=16m");
     let f = Fixture::new();
     let before = f.tree();
