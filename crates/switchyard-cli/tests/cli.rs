@@ -505,11 +505,20 @@ fn smoke_failure_rolls_back_and_exits_80_h3() {
     let facts = j["facts"]
         .as_str()
         .expect("a failed commit keeps its facts");
-    // The failure summary is in the run's facts. (The per-check `smoke` facts of an
-    // auto-rolled-back run are not written by the library yet: see the report.)
-    assert!(std::fs::read_to_string(facts)
+    // The run's facts hold the failed check itself (H4), even though it was undone.
+    let smoke: Vec<Value> = std::fs::read_to_string(facts)
         .unwrap()
-        .contains("\"E_SMOKE\""));
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|f| f["event"] == "smoke")
+        .collect();
+    assert_eq!(smoke.len(), 1, "{smoke:?}");
+    assert_eq!(smoke[0]["decision"], "failure", "{smoke:?}");
+    assert_eq!(smoke[0]["error_id"], "E_SMOKE", "{smoke:?}");
+    assert!(
+        smoke[0]["check"].as_str().unwrap().contains("usr/bin/ls"),
+        "{smoke:?}"
+    );
     assert!(r.stderr.contains("stdout does not contain \"gnu-ls\""));
     assert_eq!(sb.tree(), before, "H3: rolled back");
     assert_eq!(r.stderr.lines().count(), 1);

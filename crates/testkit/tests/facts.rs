@@ -13,8 +13,15 @@ use switchyard_testkit::{
     standard_links, ChildEnd, FixedSmoke, Fixture, Scenario,
 };
 
+/// Regeneration mode. Never counts as comparing: refused in CI (T4), and a file it
+/// writes is still compared below like any other.
 fn update() -> bool {
-    std::env::var_os("UPDATE_GOLDENS").is_some()
+    let update = std::env::var_os("UPDATE_GOLDENS").is_some();
+    assert!(
+        !(update && std::env::var_os("CI").is_some()),
+        "UPDATE_GOLDENS is set in CI: goldens would be rewritten, not checked (T4)"
+    );
+    update
 }
 
 fn golden(name: &str, actual: &str) {
@@ -23,7 +30,6 @@ fn golden(name: &str, actual: &str) {
         .join(name);
     if update() {
         std::fs::write(&p, actual).unwrap();
-        return;
     }
     let want = std::fs::read_to_string(&p)
         .unwrap_or_else(|e| panic!("{}: {e} (regenerate: see file docs)", p.display()));
