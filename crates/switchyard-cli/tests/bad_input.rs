@@ -202,10 +202,10 @@ fn bad_inputs_exit_with_documented_code_one_line_and_change_nothing() {
     for c in &cases {
         let sb = Sandbox::new();
         let args = (c.setup)(&sb);
-        let before = Snapshot::capture(&sb.base);
+        let before = Tree::capture_exact(&sb.base);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let r = sb.run(&args);
-        let after = Snapshot::capture(&sb.base);
+        let after = Tree::capture_exact(&sb.base);
         // The table, for the record: `cargo nextest run -p switchyard-cli --no-capture`.
         println!(
             "{} -> exit {} -> {}",

@@ -40,7 +40,7 @@ fn assert_applied(sb: &Sandbox) {
     ] {
         let e = t.get(&format!("usr/bin/{name}"));
         assert_eq!(e.kind, "symlink", "usr/bin/{name}");
-        assert_eq!(e.link.as_deref(), Some(std::path::Path::new(dest)));
+        assert_eq!(e.link_dest.as_deref(), Some(dest));
     }
 }
 

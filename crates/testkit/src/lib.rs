@@ -26,30 +26,53 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tree(pub BTreeMap<String, Entry>);
 
+/// Every extended attribute of `p` (not following a symlink). A filesystem without
+/// xattr support has none; any other error panics.
 fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut names = vec![0u8; 64 * 1024];
-    let Ok(n) = rustix::fs::llistxattr(p, &mut names[..]) else {
-        return out;
+    let n = match rustix::fs::llistxattr(p, &mut names[..]) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return out,
+        Err(e) => panic!("snapshot: llistxattr {}: {e}", p.display()),
     };
     for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let mut val = vec![0u8; 64 * 1024];
-        if let Ok(k) = rustix::fs::lgetxattr(p, name, &mut val[..]) {
-            out.insert(
-                String::from_utf8_lossy(name).into_owned(),
-                val[..k].to_vec(),
-            );
-        }
+        let k = rustix::fs::lgetxattr(p, name, &mut val[..])
+            .unwrap_or_else(|e| panic!("snapshot: lgetxattr {}: {e}", p.display()));
+        out.insert(
+            String::from_utf8_lossy(name).into_owned(),
+            val[..k].to_vec(),
+        );
     }
     out
 }
 
 impl Tree {
-    /// Snapshots everything under `dir`, skipping paths under `skip` (relative).
+    /// Snapshots everything under `dir` that R2 promises to restore, skipping paths
+    /// under `skip` (relative). Directory mtimes are left out: they change with every
+    /// entry added or removed, and R6 is checked by the entries themselves.
     pub fn capture(dir: &Path, skip: &[&str]) -> Tree {
         let mut map = BTreeMap::new();
-        walk(dir, dir, skip, &mut map);
+        walk(dir, dir, skip, false, &mut map);
         Tree(map)
+    }
+
+    /// Snapshots everything under `dir`, `dir` itself included (as `""`) and
+    /// directory mtimes too, so that even an entry created and removed again shows:
+    /// what "changed nothing at all" means for read-only commands and bad input.
+    pub fn capture_exact(dir: &Path) -> Tree {
+        let mut map = BTreeMap::new();
+        map.insert(String::new(), entry(dir, true));
+        walk(dir, dir, &[], true, &mut map);
+        Tree(map)
+    }
+
+    /// The entry at `rel`; panics if there is none.
+    pub fn get(&self, rel: &str) -> &Entry {
+        self.0
+            .get(rel)
+            .unwrap_or_else(|| panic!("{rel} is not in the tree"))
     }
 
     /// Entry names directly inside `sub` (for litter checks, R6).
@@ -64,12 +87,61 @@ impl Tree {
     }
 }
 
-fn walk(base: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<String, Entry>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
+/// The entry for `p`; panics when it cannot be read (a snapshot never guesses).
+fn entry(p: &Path, dir_mtimes: bool) -> Entry {
+    let md = std::fs::symlink_metadata(p)
+        .unwrap_or_else(|e| panic!("snapshot: lstat {}: {e}", p.display()));
+    let ft = md.file_type();
+    let kind = if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_dir() {
+        "dir"
+    } else if ft.is_file() {
+        "file"
+    } else {
+        "other"
     };
-    for e in rd.flatten() {
-        let p = e.path();
+    let content_sha256 = ft.is_file().then(|| {
+        use sha2::Digest;
+        let bytes =
+            std::fs::read(p).unwrap_or_else(|e| panic!("snapshot: read {}: {e}", p.display()));
+        format!("{:x}", sha2::Sha256::digest(bytes))
+    });
+    let link_dest = ft.is_symlink().then(|| {
+        std::fs::read_link(p)
+            .unwrap_or_else(|e| panic!("snapshot: readlink {}: {e}", p.display()))
+            .to_string_lossy()
+            .into_owned()
+    });
+    Entry {
+        kind: kind.into(),
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        mtime: if ft.is_dir() && !dir_mtimes {
+            (0, 0)
+        } else {
+            (md.mtime(), md.mtime_nsec())
+        },
+        content_sha256,
+        link_dest,
+        xattrs: xattrs(p),
+    }
+}
+
+fn walk(
+    base: &Path,
+    dir: &Path,
+    skip: &[&str],
+    dir_mtimes: bool,
+    out: &mut BTreeMap<String, Entry>,
+) {
+    let rd = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("snapshot: read_dir {}: {e}", dir.display()));
+    for e in rd {
+        let p = e
+            .unwrap_or_else(|e| panic!("snapshot: read_dir {}: {e}", dir.display()))
+            .path();
         let rel = p
             .strip_prefix(base)
             .unwrap_or(&p)
@@ -81,52 +153,11 @@ fn walk(base: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<String, Entry
         {
             continue;
         }
-        let Ok(md) = std::fs::symlink_metadata(&p) else {
-            continue;
-        };
-        let ft = md.file_type();
-        let kind = if ft.is_symlink() {
-            "symlink"
-        } else if ft.is_dir() {
-            "dir"
-        } else if ft.is_file() {
-            "file"
-        } else {
-            "other"
-        };
-        let content_sha256 = ft.is_file().then(|| {
-            use sha2::Digest;
-            format!(
-                "{:x}",
-                sha2::Sha256::digest(std::fs::read(&p).unwrap_or_default())
-            )
-        });
-        let link_dest = ft.is_symlink().then(|| {
-            std::fs::read_link(&p)
-                .map(|d| d.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
-        out.insert(
-            rel,
-            Entry {
-                kind: kind.into(),
-                mode: md.mode() & 0o7777,
-                uid: md.uid(),
-                gid: md.gid(),
-                // Directory mtimes change with every entry added or removed; R2 is about
-                // the swapped nodes, and R6 is checked by listing names.
-                mtime: if ft.is_dir() {
-                    (0, 0)
-                } else {
-                    (md.mtime(), md.mtime_nsec())
-                },
-                content_sha256,
-                link_dest,
-                xattrs: xattrs(&p),
-            },
-        );
-        if ft.is_dir() {
-            walk(base, &p, skip, out);
+        let e = entry(&p, dir_mtimes);
+        let is_dir = e.kind == "dir";
+        out.insert(rel, e);
+        if is_dir {
+            walk(base, &p, skip, dir_mtimes, out);
         }
     }
 }

@@ -5,10 +5,10 @@
 //! process's environment or working directory: the suite is parallel-safe (T2).
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::{Command, Output};
+pub use switchyard_testkit::Tree;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
@@ -84,21 +84,16 @@ impl Sandbox {
         run(&full, env)
     }
 
-    /// Snapshot of the whole root.
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot::capture(&self.root())
+    /// Exact snapshot of the whole root, directory mtimes included: what "changed
+    /// nothing at all" means.
+    pub fn snapshot(&self) -> Tree {
+        Tree::capture_exact(&self.root())
     }
 
-    /// Snapshot of the root without the state directory and without directory
-    /// mtimes (which change with every entry added or removed; R6 is checked by
-    /// the entries themselves): what "the same tree" means after a mutation.
-    pub fn tree(&self) -> Snapshot {
-        let mut s = self.snapshot();
-        s.0.retain(|k, _| k != "var" && !k.starts_with("var/"));
-        for e in s.0.values_mut().filter(|e| e.kind == "dir") {
-            e.mtime = (0, 0);
-        }
-        s
+    /// Snapshot of the root without the state directory (`var`) and without
+    /// directory mtimes: what "the same tree" means after a mutation (R2, R6).
+    pub fn tree(&self) -> Tree {
+        Tree::capture(&self.root(), &["var"])
     }
 
     pub fn state(&self) -> PathBuf {
@@ -149,76 +144,6 @@ pub fn run(args: &[String], env: &[(&str, &str)]) -> Run {
         code: o.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-/// One entry of a [`Snapshot`]: everything that could change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub kind: &'static str,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub mtime: (i64, i64),
-    pub bytes: Option<Vec<u8>>,
-    pub link: Option<PathBuf>,
-}
-
-/// Every entry under a directory (the directory itself included as ""), by
-/// relative path: kind, mode, owner, mtime (directories too: an entry created and
-/// removed again shows), bytes and link text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot(pub BTreeMap<String, Entry>);
-
-impl Snapshot {
-    pub fn capture(dir: &Path) -> Snapshot {
-        let mut m = BTreeMap::new();
-        walk(dir, dir, &mut m);
-        Snapshot(m)
-    }
-
-    /// The entry at `rel`.
-    pub fn get(&self, rel: &str) -> &Entry {
-        self.0
-            .get(rel)
-            .unwrap_or_else(|| panic!("{rel} not in snapshot"))
-    }
-}
-
-fn walk(base: &Path, p: &Path, out: &mut BTreeMap<String, Entry>) {
-    let md = std::fs::symlink_metadata(p).unwrap();
-    let ft = md.file_type();
-    let kind = if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_dir() {
-        "dir"
-    } else if ft.is_file() {
-        "file"
-    } else {
-        "other"
-    };
-    let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
-    out.insert(
-        rel,
-        Entry {
-            kind,
-            mode: md.mode() & 0o7777,
-            uid: md.uid(),
-            gid: md.gid(),
-            mtime: (md.mtime(), md.mtime_nsec()),
-            bytes: ft.is_file().then(|| std::fs::read(p).unwrap()),
-            link: ft.is_symlink().then(|| std::fs::read_link(p).unwrap()),
-        },
-    );
-    if ft.is_dir() {
-        let mut names: Vec<_> = std::fs::read_dir(p)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        names.sort();
-        for n in names {
-            walk(base, &n, out);
-        }
     }
 }
 
