@@ -154,19 +154,12 @@ impl RunPolicy {
     /// without a policy (format 1) is undone under the handle's.
     pub fn for_undo(handle: &Policy, recorded: Option<&RunPolicy>) -> RunPolicy {
         let mine = RunPolicy::of(handle);
-        let Some(r) = recorded else {
-            return mine;
-        };
-        RunPolicy {
-            preset: if r.require_lock_manager || !mine.require_lock_manager {
-                r.preset
-            } else {
-                mine.preset
+        match recorded {
+            Some(r) => RunPolicy {
+                lock_timeout_ms: r.lock_timeout_ms,
+                ..r.join(mine)
             },
-            require_sidecar_integrity: r.require_sidecar_integrity
-                || mine.require_sidecar_integrity,
-            require_lock_manager: r.require_lock_manager || mine.require_lock_manager,
-            lock_timeout_ms: r.lock_timeout_ms,
+            None => mine,
         }
     }
 
