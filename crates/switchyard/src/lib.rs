@@ -1,7 +1,32 @@
 //! Switchyard: swap files on a live Linux system for alternatives, atomically,
-//! reversibly and crash-safely. See `ARCHITECTURE.md` for the codemap and
-//! `docs/GUARANTEES.md` for the requirement IDs cited throughout: what each one
-//! promises and which tests prove it.
+//! reversibly and crash-safely, with a structured fact for every step.
+//!
+//! `docs/GUARANTEES.md` states what is promised (the requirement IDs cited
+//! throughout, e.g. A1, R2) and which tests prove it; `ARCHITECTURE.md` is the
+//! codemap.
+//!
+//! # The API in one screen
+//!
+//! - Configure: [`Switchyard::builder`] with a [`Policy`] ([`Preset`]), a
+//!   [`LockManager`] ([`FileLock`]), a [`SmokeRunner`] ([`CommandSmoke`] of
+//!   [`CommandCheck`]s), [`FactSink`]s ([`JsonlSink`], [`MemorySink`]).
+//! - Say what you want: a [`PlanInput`] of [`SafePath`]s, or a TOML `Manifest`
+//!   (feature `manifest`, on by default) that also carries its policy and checks.
+//! - The transaction: [`Switchyard::plan`] → [`Switchyard::preflight`]
+//!   ([`PreflightReport`]) → [`Switchyard::apply`] ([`ApplyReport`]), undone by
+//!   [`Switchyard::rollback`] ([`RollbackReport`]); [`Switchyard::recover`]
+//!   ([`RecoveryReport`]) settles what a crash interrupted. Each is dry-run unless
+//!   given [`ApplyMode::Commit`].
+//! - Read-only questions: [`Switchyard::status`] ([`Status`], with [`DriftState`]),
+//!   [`Switchyard::runs`] ([`RunSummary`]), [`Switchyard::in_effect`]
+//!   ([`InEffect`]), [`Switchyard::doctor`] ([`Health`]). They never create state
+//!   and emit no facts.
+//! - Evidence: one [`Fact`] per step ([`facts`] holds the per-stage types and the
+//!   JSON Schema); every failure is an [`Error`] whose [`ErrorId`] decides the exit
+//!   code.
+//!
+//! Reports and query results are `serde::Serialize`; the CLI prints them as its
+//! `--json` documents.
 //!
 //! ```no_run
 //! use switchyard::{ApplyMode, FileLock, PlanInput, Policy, SafePath, Switchyard};
