@@ -111,7 +111,8 @@ impl fmt::Display for ErrorId {
 pub struct TargetState {
     /// Root-relative target path.
     pub path: String,
-    /// `restored`, `applied`, `untouched` or `unknown`.
+    /// `restored`, or `unknown` when its undo step failed (the remediation says
+    /// what to inspect).
     pub state: String,
     /// What an operator should do about it.
     pub remediation: String,

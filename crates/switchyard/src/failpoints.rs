@@ -3,10 +3,11 @@
 //!
 //! Contract: product code names failpoints only through these constants (a test
 //! scans the sources for string literals). With the `failpoints` cargo feature the
-//! `hit` calls are live `fail` crate failpoints: tests configure them per process
-//! (`cargo nextest` runs each test in its own process, and crash tests in a child
-//! process). Without the feature `hit` compiles to nothing. No environment
-//! variable is read by product code.
+//! `hit` calls are live `fail` crate failpoints, whose configuration the `fail` crate
+//! keeps per process: tests configure them only in a process that runs one test
+//! (the test kit's `in_own_process`, or the crash child), under `cargo test` and
+//! nextest alike (T6). Without the feature `hit` compiles to nothing. No
+//! environment variable is read by product code.
 
 /// Apply: the journal is durable, nothing is mutated yet.
 pub const APPLY_AFTER_JOURNAL: &str = "apply::after_journal";
