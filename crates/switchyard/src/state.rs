@@ -273,7 +273,13 @@ impl StateDir {
         let mut out = Vec::new();
         for name in list(&dir).map_err(|e| io_err("listing journal directory", e))? {
             if let Some(stem) = name.strip_suffix(".json").filter(|s| !s.starts_with('.')) {
-                let rec = read_json(&dir, &name).map_err(|e| {
+                let rec = match read_json(&dir, &name) {
+                    // Settled (removed) since the listing, by a run the caller holds no
+                    // lock against (the read-only queries): not pending any more.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    r => r,
+                };
+                let rec = rec.map_err(|e| {
                     Error::new(
                         ErrorId::Recovery,
                         format!("journal {stem} is unreadable: {e}"),

@@ -646,3 +646,46 @@ fn rollback_last_obeys_the_run_selected_after_recovery_l3() {
         "the older run is still in effect"
     );
 }
+
+/// L1, L4, M4: the read-only queries take no lock, so a run may settle (remove its
+/// journal) between their listing the journal directory and reading the journal.
+/// That run is not pending any more: `status`, `doctor` and a dry-run `recover` must
+/// neither fail nor report it unreadable while other runs commit and roll back.
+#[test]
+fn queries_never_fail_while_runs_settle_concurrently_l1_m4() {
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    let plan = sy.plan(&standard_input()).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let (w, _) = f.engine();
+            for _ in 0..300 {
+                w.apply(&plan, ApplyMode::Commit).unwrap();
+                w.rollback(RunSelector::Last, ApplyMode::Commit).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut rounds = 0u32;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            rounds += 1;
+            if let Err(e) = sy.status() {
+                panic!("status failed while a run settled (round {rounds}): {e}");
+            }
+            if let Err(e) = sy.recover(ApplyMode::DryRun) {
+                panic!("recover dry-run failed while a run settled (round {rounds}): {e}");
+            }
+            let h = sy.doctor();
+            let unreadable: Vec<_> = h
+                .problems
+                .iter()
+                .filter(|p| p.message.contains("unreadable"))
+                .collect();
+            assert!(
+                unreadable.is_empty(),
+                "doctor (round {rounds}) reports a settled run's journal unreadable: {unreadable:?}"
+            );
+        }
+        assert!(rounds > 0);
+    });
+}
