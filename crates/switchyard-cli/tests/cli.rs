@@ -549,44 +549,51 @@ fn production_preset_needs_smoke_checks_h6() {
     assert_eq!(j["changed"], true);
 }
 
+/// The lock is held through an open file description of this process. Under `cargo
+/// test` any sibling test thread's `Command::spawn` duplicates it into a child until
+/// that child execs (O_CLOEXEC acts only at exec), so `flock` can still be held after
+/// `drop(lock)` and doctor then says `held`: the test runs alone in its own process
+/// (T2, T6).
 #[test]
 fn lock_held_gives_e_locking_30_and_doctor_names_the_holder_l2() {
-    let sb = Sandbox::new();
-    std::fs::create_dir_all(sb.state()).unwrap();
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(sb.state().join("lock"))
-        .unwrap();
-    lock.lock().unwrap();
-    std::fs::write(sb.state().join("lock"), format!("{}\n", std::process::id())).unwrap();
-    let m = sb.manifest(
-        "m.toml",
-        format!(
-            "preset = \"dev\"\n[policy]\nallow_roots = [\"usr/bin\"]\nlock_timeout_ms = 100\n{STANDARD_LINKS}"
-        ),
-    );
-    let before = sb.tree();
-    let r = sb.run(&["--json", "apply", &m.display().to_string(), "--commit"]);
-    r.expect(30);
-    assert_eq!(r.json()["error_id"], "E_LOCKING");
-    assert!(r.stderr.contains("lock not acquired"));
-    assert_eq!(sb.tree(), before);
+    switchyard_testkit::in_own_process(|_| {
+        let sb = Sandbox::new();
+        std::fs::create_dir_all(sb.state()).unwrap();
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(sb.state().join("lock"))
+            .unwrap();
+        lock.lock().unwrap();
+        std::fs::write(sb.state().join("lock"), format!("{}\n", std::process::id())).unwrap();
+        let m = sb.manifest(
+            "m.toml",
+            format!(
+                "preset = \"dev\"\n[policy]\nallow_roots = [\"usr/bin\"]\nlock_timeout_ms = 100\n{STANDARD_LINKS}"
+            ),
+        );
+        let before = sb.tree();
+        let r = sb.run(&["--json", "apply", &m.display().to_string(), "--commit"]);
+        r.expect(30);
+        assert_eq!(r.json()["error_id"], "E_LOCKING");
+        assert!(r.stderr.contains("lock not acquired"));
+        assert_eq!(sb.tree(), before);
 
-    let d = sb.run(&["--json", "doctor"]);
-    d.expect(0);
-    let j = d.json();
-    assert_eq!(j["lock"]["state"], "held");
-    assert_eq!(j["lock"]["pid"], std::process::id());
-    let human = sb.run(&["doctor"]);
-    assert!(human
-        .stdout
-        .contains(&format!("held by pid {}", std::process::id())));
-    drop(lock);
-    let j = sb.run(&["--json", "doctor"]).json();
-    assert_eq!(j["lock"]["state"], "free");
+        let d = sb.run(&["--json", "doctor"]);
+        d.expect(0);
+        let j = d.json();
+        assert_eq!(j["lock"]["state"], "held");
+        assert_eq!(j["lock"]["pid"], std::process::id());
+        let human = sb.run(&["doctor"]);
+        assert!(human
+            .stdout
+            .contains(&format!("held by pid {}", std::process::id())));
+        drop(lock);
+        let j = sb.run(&["--json", "doctor"]).json();
+        assert_eq!(j["lock"]["state"], "free");
+    });
 }
 
 /// Turns a committed apply run into an interrupted one: its record is removed and

@@ -345,29 +345,34 @@ fn doctor_flags_a_world_writable_state_dir_s9() {
     assert_eq!(sy.doctor().verdict, HealthVerdict::Ok);
 }
 
+/// Alone in its own process: a sibling test's child spawned (under `cargo test`)
+/// while the lock is held keeps a copy of its open file description until it
+/// execs, so the lock could still look held right after `drop(lock)` (T2, T6).
 #[test]
 fn doctor_names_the_lock_holder_l1() {
-    let f = Fixture::new();
-    let (sy, _) = f.engine();
-    sy.apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+    switchyard_testkit::in_own_process(|_| {
+        let f = Fixture::new();
+        let (sy, _) = f.engine();
+        sy.apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+            .unwrap();
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(f.host(STATE).join("lock"))
+            .unwrap();
+        lock.lock().unwrap();
+        std::fs::write(
+            f.host(STATE).join("lock"),
+            format!("{}\n", std::process::id()),
+        )
         .unwrap();
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(f.host(STATE).join("lock"))
-        .unwrap();
-    lock.lock().unwrap();
-    std::fs::write(
-        f.host(STATE).join("lock"),
-        format!("{}\n", std::process::id()),
-    )
-    .unwrap();
-    let h = sy.doctor();
-    assert_eq!(h.lock.state, LockState::Held);
-    assert_eq!(h.lock.pid, Some(std::process::id()));
-    assert_eq!(h.verdict, HealthVerdict::Ok, "a held lock is not a problem");
-    drop(lock);
-    assert_eq!(sy.doctor().lock.state, LockState::Free);
+        let h = sy.doctor();
+        assert_eq!(h.lock.state, LockState::Held);
+        assert_eq!(h.lock.pid, Some(std::process::id()));
+        assert_eq!(h.verdict, HealthVerdict::Ok, "a held lock is not a problem");
+        drop(lock);
+        assert_eq!(sy.doctor().lock.state, LockState::Free);
+    });
 }
 
 #[test]
