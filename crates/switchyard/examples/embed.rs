@@ -197,6 +197,16 @@ mod tests {
         let usr = root.join("usr");
         let before = snapshot(&usr)?;
 
+        // D2: a dry-run changes nothing at all, the state directory included.
+        let whole = snapshot(&root)?;
+        let m = Manifest::load(&manifest)?;
+        let sy = Switchyard::builder(m.policy().clone())
+            .root(&root)
+            .build()?;
+        let dry = sy.apply(&m.plan(&sy)?, ApplyMode::DryRun)?;
+        assert!(dry.changed, "the dry-run should predict a change");
+        assert_eq!(snapshot(&root)?, whole, "a dry-run changed the tree");
+
         let seen = embed(&root, &manifest)?;
         assert_eq!(seen.planned, TOOLS.len());
         assert!(!seen.in_effect_after_dry_run, "a dry-run changed the tree");

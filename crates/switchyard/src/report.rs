@@ -130,7 +130,7 @@ pub struct RecoveryReport {
     pub run_id: Option<Uuid>,
     /// Every recovery run, in the order the journals were settled.
     pub run_ids: Vec<Uuid>,
-    /// The plan of the first interrupted run settled, if it had one.
+    /// The plan of the first settled run that had one.
     pub plan_id: Option<Uuid>,
     /// Whether this was a dry-run.
     pub dry_run: bool,

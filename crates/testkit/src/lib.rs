@@ -49,16 +49,17 @@ fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 impl Tree {
-    /// Snapshots everything under `dir` that R2 promises to restore, skipping paths
-    /// under `skip` (relative). Directory mtimes are left out: they change with every
+    /// Snapshots `dir` (as `""`) and everything under it that R2 promises to
+    /// restore, skipping paths under `skip` (relative). Directory mtimes are left out: they change with every
     /// entry added or removed, and R6 is checked by the entries themselves.
     pub fn capture(dir: &Path, skip: &[&str]) -> Tree {
         let mut map = BTreeMap::new();
+        map.insert(String::new(), entry(dir, false));
         walk(dir, dir, skip, false, &mut map);
         Tree(map)
     }
 
-    /// Snapshots everything under `dir`, `dir` itself included (as `""`) and
+    /// Snapshots everything under `dir`, `dir` itself included (as `""`), with
     /// directory mtimes too, so that even an entry created and removed again shows:
     /// what "changed nothing at all" means for read-only commands and bad input.
     pub fn capture_exact(dir: &Path) -> Tree {
