@@ -2,7 +2,7 @@
 //! No behaviour lives here beyond choosing what to call and how to show it.
 
 use crate::doc::{self, Done, RunFailed, TargetResult};
-use crate::output::{or_dash, painted, table, Cell, Out, Paint};
+use crate::output::{or_dash, painted, shown, table, Cell, Out, Paint};
 use std::path::{Path, PathBuf};
 use switchyard::{
     ApplyMode, CommandCheck, CommandSmoke, DriftState, Error, FileLock, Manifest, NodeKind,
@@ -275,7 +275,7 @@ pub fn apply(ctx: &Ctx, manifest: &Path, commit: bool) -> CmdResult {
         )
     );
     if let Some(f) = &rep.facts_path {
-        s.push_str(&format!("facts: {}\n", f.display()));
+        s.push_str(&format!("facts: {}\n", shown(&f.display().to_string())));
     }
     if rep.dry_run && rep.changed {
         s.push_str("re-run with --commit to apply\n");
@@ -370,7 +370,7 @@ pub fn rollback(ctx: &Ctx, run: Option<Uuid>, commit: bool) -> CmdResult {
         s.push_str(&table(out, &["RESULT", "TARGET"], rows));
     }
     if let Some(f) = &rep.facts_path {
-        s.push_str(&format!("facts: {}\n", f.display()));
+        s.push_str(&format!("facts: {}\n", shown(&f.display().to_string())));
     }
     if rep.dry_run && !rep.idempotent_noop {
         s.push_str("re-run with --commit to roll back\n");
@@ -431,7 +431,7 @@ pub fn recover(ctx: &Ctx, commit: bool) -> CmdResult {
     );
     for r in &rep.run_ids {
         if let Some(f) = sy.facts_of(*r) {
-            s.push_str(&format!("facts: {}\n", f.display()));
+            s.push_str(&format!("facts: {}\n", shown(&f.display().to_string())));
         }
     }
     if rep.dry_run {
@@ -485,7 +485,7 @@ pub fn status(ctx: &Ctx) -> CmdResult {
     {
         s.push_str(&format!(
             "{}: {} — no longer what run {} installed; apply its manifest again or roll the run back\n",
-            t.path,
+            shown(&t.path),
             out.paint(Paint::Yellow, t.state.as_str()),
             t.run_id
         ));

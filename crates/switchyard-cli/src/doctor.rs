@@ -4,7 +4,7 @@
 //! anything else needs attention — the report's verdict.
 
 use crate::commands::{CmdResult, Ctx, Failure};
-use crate::output::{Out, Paint};
+use crate::output::{shown, Out, Paint};
 use std::io::Write;
 use switchyard::{Area, Health, LockState, Outcome, Policy};
 
@@ -89,7 +89,7 @@ pub fn doctor(ctx: &Ctx) -> CmdResult {
             Paint::Red => out.paint(Paint::Red, "FIX "),
             _ => out.paint(Paint::Yellow, "note"),
         };
-        s.push_str(&format!("{mark}  {what:<width$}  {text}\n"));
+        s.push_str(&format!("{mark}  {what:<width$}  {}\n", shown(text)));
     }
     if err.is_some() && !out.json {
         // Print the report even though the command fails: it is the diagnosis.

@@ -2,7 +2,10 @@
 //! one-line error on stderr.
 //!
 //! Contract: colour only when the stream is a terminal (or `--color always`), and
-//! never when `NO_COLOR` is set. `--quiet` suppresses everything on stdout on
+//! never when `NO_COLOR` is set. Text that comes from the filesystem or the user
+//! (paths, link text, messages) reaches a terminal only through [`shown`]: a name
+//! cannot move the cursor, retitle the window or clear the screen (S10); JSON keeps
+//! every string exactly. `--quiet` suppresses everything on stdout on
 //! success. Write errors on stdout (e.g. a closed pipe) are ignored: the exit code
 //! still reports what the run did.
 
@@ -108,7 +111,7 @@ impl Out {
             let _ = writeln!(
                 err,
                 "  {}: {} — {}",
-                t.path,
+                shown(&t.path),
                 t.state,
                 one_line(&t.remediation)
             );
@@ -116,9 +119,32 @@ impl Out {
     }
 }
 
-/// Collapses a message to one line (stderr gets one line per error).
+/// Collapses a message to one line (stderr gets one line per error), escaped for a
+/// terminal.
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    shown(&s.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// `s` safe to print to a terminal (S10): control characters (C0, DEL, C1) and the
+/// bidirectional-text overrides are written as `\u{..}` escapes, as Rust's debug
+/// format writes them; everything else is kept.
+pub fn shown(s: &str) -> String {
+    let spoofs = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(spoofs) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if spoofs(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn paint(on: bool, p: Paint, s: &str) -> String {
@@ -139,7 +165,7 @@ pub struct Cell {
 impl From<&str> for Cell {
     fn from(s: &str) -> Cell {
         Cell {
-            text: s.to_owned(),
+            text: shown(s),
             paint: None,
         }
     }
@@ -147,14 +173,14 @@ impl From<&str> for Cell {
 
 impl From<String> for Cell {
     fn from(text: String) -> Cell {
-        Cell { text, paint: None }
+        Cell::from(text.as_str())
     }
 }
 
 /// A cell with a colour.
 pub fn painted(s: impl Into<String>, p: Paint) -> Cell {
     Cell {
-        text: s.into(),
+        text: shown(&s.into()),
         paint: Some(p),
     }
 }

@@ -111,6 +111,65 @@ fn plan_json_shape_and_deterministic_ids_d1() {
 }
 
 #[test]
+fn names_cannot_spoof_the_terminal_s10() {
+    // A name in both directories that retitles the window, rings the bell and clears
+    // the screen; and one with a right-to-left override.
+    let sb = Sandbox::new();
+    let evil = "x\u{1b}]0;PWNED\u{7}\u{1b}[2J";
+    let rtl = "y\u{202e}exe.txt";
+    for n in [evil, rtl] {
+        sb.write(&format!("usr/bin/{n}"), b"#!/bin/sh\n", 0o755);
+        sb.write(&format!("usr/lib/alt/{n}"), b"#!/bin/sh\n", 0o755);
+    }
+    let m = sb.manifest(
+        "m.toml",
+        dev_manifest("[[link_dir]]\ntargets = \"usr/bin\"\nsources = \"usr/lib/alt\"\n"),
+    );
+    let m = m.display().to_string();
+    let shown_evil = "x\\u{1b}]0;PWNED\\u{7}\\u{1b}[2J";
+    let shown_rtl = "y\\u{202e}exe.txt";
+    for args in [
+        vec!["plan", m.as_str()],
+        vec!["preflight", m.as_str()],
+        vec!["apply", m.as_str()],
+        vec!["apply", m.as_str(), "--commit"],
+        vec!["status"],
+        vec!["rollback", "--last"],
+    ] {
+        let r = sb.run(&args);
+        r.expect(0);
+        assert!(
+            !r.stdout.contains('\u{1b}')
+                && !r.stdout.contains('\u{7}')
+                && !r.stdout.contains('\u{202e}'),
+            "{args:?} printed a raw control character: {:?}",
+            r.stdout
+        );
+        assert!(
+            r.stdout.contains(shown_evil) && r.stdout.contains(shown_rtl),
+            "{args:?} does not show the names escaped: {}",
+            r.stdout
+        );
+    }
+    // JSON keeps every name exactly.
+    let j = sb.run(&["--json", "status"]).json();
+    let paths: Vec<&str> = j["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&format!("usr/bin/{evil}").as_str()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&format!("usr/bin/{rtl}").as_str()),
+        "{paths:?}"
+    );
+}
+
+#[test]
 fn link_dir_expands_to_names_present_in_both() {
     let sb = Sandbox::new();
     let m = sb.manifest(

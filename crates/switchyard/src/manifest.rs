@@ -530,7 +530,7 @@ impl Manifest {
     /// The requests of one `[[link_dir]]`: every name present in both directories.
     fn expand(&self, root: &Root, d: &LinkDir) -> Result<Vec<Request>> {
         let field = |f: &str| format!("link_dir[{}].{f}", d.index);
-        let list = |dir: &SafePath, f: &str| -> Result<Vec<String>> {
+        let list = |dir: &SafePath, f: &str| -> Result<(Vec<String>, Vec<Vec<u8>>)> {
             list_dir(root, dir).map_err(|e| {
                 let f = field(f);
                 if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
@@ -552,8 +552,25 @@ impl Manifest {
                 }
             })
         };
-        let targets = list(&d.targets, "targets")?;
-        let sources = list(&d.sources, "sources")?;
+        let (targets, bad_targets) = list(&d.targets, "targets")?;
+        let (sources, bad_sources) = list(&d.sources, "sources")?;
+        // S10: a name present in both that is not UTF-8 is refused, never skipped.
+        if let Some(bad) = bad_targets
+            .iter()
+            .find(|b| bad_sources.binary_search(b).is_ok())
+        {
+            return Err(usage(
+                &self.name,
+                self.pos(&d.at),
+                &field("targets"),
+                format!(
+                    "{}/{} is in both directories but its name is not valid UTF-8; \
+                     rename it or leave it out of [[link_dir]]",
+                    d.targets,
+                    bad.escape_ascii()
+                ),
+            ));
+        }
         let mut out = Vec::new();
         for name in targets.iter().filter(|n| sources.binary_search(n).is_ok()) {
             let join = |dir: &SafePath| SafePath::new(&format!("{dir}/{name}"));
@@ -592,12 +609,17 @@ impl Manifest {
 }
 
 /// Sorted entry names of `dir`, skipping `.`, `..` and Switchyard's own entries.
-fn list_dir(root: &Root, dir: &SafePath) -> std::io::Result<Vec<String>> {
+/// The entries of `dir`, sorted, skipping Switchyard's own `.switchyard.*` names:
+/// the UTF-8 names, and apart the names that are not UTF-8 (which no `SafePath` can
+/// hold; the caller refuses them rather than skip them silently, S10).
+fn list_dir(root: &Root, dir: &SafePath) -> std::io::Result<(Vec<String>, Vec<Vec<u8>>)> {
     let fd = root.open_dir(dir.as_str())?;
     let mut names = Vec::new();
+    let mut not_utf8 = Vec::new();
     for entry in rustix::fs::Dir::read_from(&fd)? {
         let entry = entry?;
         let Ok(name) = entry.file_name().to_str() else {
+            not_utf8.push(entry.file_name().to_bytes().to_vec());
             continue;
         };
         if name == "." || name == ".." || name.starts_with(RESERVED_PREFIX) {
@@ -606,7 +628,8 @@ fn list_dir(root: &Root, dir: &SafePath) -> std::io::Result<Vec<String>> {
         names.push(name.to_owned());
     }
     names.sort();
-    Ok(names)
+    not_utf8.sort();
+    Ok((names, not_utf8))
 }
 
 fn check(file: &str, text: &str, i: usize, c: &RawCheck) -> Result<CommandCheck> {

@@ -180,6 +180,33 @@ fn link_dir_overlap_is_found_after_expansion() {
 }
 
 #[test]
+fn link_dir_refuses_a_common_name_that_is_not_utf8_s10() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    embedder_tree(dir.path());
+    let odd = std::ffi::OsStr::from_bytes(b"x\xff\x1b[2J");
+    let only = std::ffi::OsStr::from_bytes(b"only\xfe");
+    for d in ["usr/bin", "usr/lib/alt"] {
+        std::fs::write(dir.path().join(d).join(odd), b"#!/bin/sh\n").unwrap();
+    }
+    std::fs::write(dir.path().join("usr/bin").join(only), b"#!/bin/sh\n").unwrap();
+    let text = "preset = \"dev\"\n[[link_dir]]\ntargets = \"usr/bin\"\nsources = \"usr/lib/alt\"\n";
+    let m = Manifest::parse("m.toml", text).unwrap();
+    let e = m.plan_input(&engine(&m, dir.path())).unwrap_err();
+    assert_eq!(e.id(), ErrorId::Usage);
+    // Named, escaped (no raw control byte), never skipped silently.
+    assert_eq!(
+        e.message(),
+        "m.toml:3:11: link_dir[0].targets: usr/bin/x\\xff\\x1b[2J is in both directories \
+         but its name is not valid UTF-8; rename it or leave it out of [[link_dir]]"
+    );
+    // A name that is only on one side is no action, so it stops nothing.
+    std::fs::remove_file(dir.path().join("usr/lib/alt").join(odd)).unwrap();
+    let input = m.plan_input(&engine(&m, dir.path())).unwrap();
+    assert_eq!(input.links.len(), 2, "cat and ls");
+}
+
+#[test]
 fn link_dir_through_a_symlink_is_a_policy_error_s1() {
     let dir = tempfile::tempdir().unwrap();
     embedder_tree(dir.path());
