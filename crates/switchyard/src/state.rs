@@ -156,6 +156,12 @@ pub struct StateDir {
 
 const JOURNAL: &str = "journal";
 pub(crate) const RUNS: &str = "runs";
+/// Mode of the directories Switchyard creates for itself: the state directory and
+/// everything in it (S9: no other user can read, plant or lock anything there).
+const PRIVATE: u32 = 0o700;
+/// Mode of the ancestors of a state directory Switchyard has to create (e.g. `var/lib`
+/// in a fresh root): ordinary system directories.
+const PUBLIC: u32 = 0o755;
 const RECORD: &str = "record.json";
 pub(crate) const FACTS: &str = "facts.jsonl";
 const UNDONE: &str = "undone";
@@ -188,9 +194,17 @@ impl StateDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                 let made = match loc {
                     StateLocation::InRoot(_) => root.open_dir("").and_then(|top| {
+                        let last = rel_parts.len().saturating_sub(1);
                         rel_parts
                             .iter()
-                            .try_fold(top, |dir, part| ensure_dir(dir.as_fd(), part))
+                            .enumerate()
+                            .try_fold(top, |dir, (i, part)| {
+                                ensure_dir(
+                                    dir.as_fd(),
+                                    part,
+                                    if i == last { PRIVATE } else { PUBLIC },
+                                )
+                            })
                     }),
                     // One component at a time, so each new entry is fsynced (A4).
                     StateLocation::Host(p) => {
@@ -199,12 +213,18 @@ impl StateDir {
                         openat(rustix::fs::CWD, start, flags, Mode::empty())
                             .map_err(io::Error::from)
                             .and_then(|top| {
-                                p.components()
+                                let parts: Vec<&str> = p
+                                    .components()
                                     .filter_map(|c| match c {
                                         std::path::Component::Normal(n) => n.to_str(),
                                         _ => None,
                                     })
-                                    .try_fold(top, |dir, part| ensure_dir(dir.as_fd(), part))
+                                    .collect();
+                                let last = parts.len().saturating_sub(1);
+                                parts.iter().enumerate().try_fold(top, |dir, (i, part)| {
+                                    let mode = if i == last { PRIVATE } else { PUBLIC };
+                                    ensure_dir(dir.as_fd(), part, mode)
+                                })
                             })
                     }
                 };
@@ -242,7 +262,7 @@ impl StateDir {
 
     /// Durably writes `rec` as the pending journal of its run.
     pub fn write_journal(&self, rec: &RunRecord) -> Result<()> {
-        let dir = ensure_dir(self.fd.as_fd(), JOURNAL)
+        let dir = ensure_dir(self.fd.as_fd(), JOURNAL, PRIVATE)
             .map_err(|e| io_err("creating journal directory", e))?;
         let bytes = serde_json::to_vec_pretty(rec)
             .map_err(|e| Error::new(ErrorId::Generic, e.to_string()))?;
@@ -298,8 +318,8 @@ impl StateDir {
     /// Durably writes a run's facts and record (the record last: it is the commit
     /// point of an apply run).
     pub fn write_record(&self, rec: &RunRecord, facts: &[u8]) -> Result<()> {
-        let runs =
-            ensure_dir(self.fd.as_fd(), RUNS).map_err(|e| io_err("creating runs directory", e))?;
+        let runs = ensure_dir(self.fd.as_fd(), RUNS, PRIVATE)
+            .map_err(|e| io_err("creating runs directory", e))?;
         let id = rec.run_id.to_string();
         if rec.kind == RunKind::Apply && rec.status == RunStatus::Committed && rec.changed {
             // Renamed into place before the run's directory is created: the fsync of
@@ -308,7 +328,7 @@ impl StateDir {
             write_renamed(runs.as_fd(), LATEST, id.as_bytes())
                 .map_err(|e| io_err("updating runs/LATEST", e))?;
         }
-        let dir = ensure_dir(runs.as_fd(), &id)
+        let dir = ensure_dir(runs.as_fd(), &id, PRIVATE)
             .map_err(|e| io_err(format!("creating run directory {id}"), e))?;
         write_durably(dir.as_fd(), FACTS, facts)
             .map_err(|e| io_err(format!("writing facts of run {id}"), e))?;
@@ -363,10 +383,10 @@ impl StateDir {
 
     /// Durably marks `run_id` as undone by the rollback `by`.
     pub fn mark_undone(&self, run_id: &Uuid, by: &Uuid) -> Result<()> {
-        let runs =
-            ensure_dir(self.fd.as_fd(), RUNS).map_err(|e| io_err("creating runs directory", e))?;
+        let runs = ensure_dir(self.fd.as_fd(), RUNS, PRIVATE)
+            .map_err(|e| io_err("creating runs directory", e))?;
         let id = run_id.to_string();
-        let dir = ensure_dir(runs.as_fd(), &id)
+        let dir = ensure_dir(runs.as_fd(), &id, PRIVATE)
             .map_err(|e| io_err(format!("opening run directory {id}"), e))?;
         write_durably(dir.as_fd(), UNDONE, by.to_string().as_bytes())
             .map_err(|e| io_err(format!("marking run {id} undone"), e))

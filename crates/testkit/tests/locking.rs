@@ -214,3 +214,97 @@ fn strict_policy_refuses_sources_not_owned_by_root_or_writable_s3() {
         "O8: causes first"
     );
 }
+
+/// Every entry under the state directory with its permission bits, by relative path.
+fn state_modes(f: &Fixture) -> Vec<(String, bool, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let base = f.host(switchyard_testkit::STATE);
+    let mut out = vec![(
+        String::new(),
+        true,
+        std::fs::metadata(&base).unwrap().mode() & 0o7777,
+    )];
+    let mut todo = vec![base.clone()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                todo.push(p.clone());
+            }
+            let rel = p.strip_prefix(&base).unwrap().display().to_string();
+            out.push((rel, md.is_dir(), md.mode() & 0o7777));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn state_is_created_private_s9() {
+    // S9: the state directory and everything Switchyard creates in it are its own:
+    // directories 0700, files (the lock included) 0600.
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    let rep = sy
+        .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    sy.rollback(RunSelector::Id(rep.run_id), ApplyMode::Commit)
+        .unwrap();
+    let modes = state_modes(&f);
+    let names: Vec<&str> = modes.iter().map(|(n, _, _)| n.as_str()).collect();
+    for want in ["", "lock", "runs", "journal", "runs/LATEST"] {
+        assert!(names.contains(&want), "{want:?} missing from {names:?}");
+    }
+    assert!(names.iter().any(|n| n.ends_with("/record.json")));
+    assert!(names.iter().any(|n| n.ends_with("/facts.jsonl")));
+    assert!(names.iter().any(|n| n.ends_with("/undone")));
+    for (name, is_dir, mode) in &modes {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{name:?} is {mode:o}, want {want:o}");
+    }
+    // The ancestors it had to create are ordinary system directories.
+    use std::os::unix::fs::MetadataExt;
+    let lib = std::fs::metadata(f.host("var/lib")).unwrap().mode() & 0o7777;
+    assert_eq!(lib, 0o755);
+}
+
+#[test]
+#[cfg_attr(
+    testkit_not_root,
+    ignore = "needs root: takes the lock as the unprivileged user nobody"
+)]
+fn an_unprivileged_user_cannot_take_the_lock_s9_l1() {
+    // Issue 8 #2: a shared flock by `nobody` on a world-readable lock file blocked
+    // every run. The lock file is 0600 in a 0700 directory now: nobody cannot open it.
+    switchyard_testkit::assert_root("lock as nobody");
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    let plan = sy.plan(&standard_input()).unwrap();
+    sy.apply(&plan, ApplyMode::Commit).unwrap();
+    let lock = f.host(switchyard_testkit::STATE).join("lock");
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "flock",
+            "-n",
+            "-s",
+        ])
+        .arg(&lock)
+        .arg("true")
+        .output()
+        .unwrap_or_else(|e| panic!("setpriv/flock (util-linux) must be installed: {e}"));
+    assert!(
+        !out.status.success(),
+        "nobody took a shared lock on {}: {}",
+        lock.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Permission denied"), "{err}");
+    // And root's next run is not blocked.
+    let (sy, _) = f.engine();
+    sy.apply(&plan, ApplyMode::Commit).unwrap();
+}

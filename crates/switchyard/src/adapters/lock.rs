@@ -65,7 +65,8 @@ fn open_lock(state_dir: BorrowedFd<'_>) -> std::io::Result<File> {
         state_dir,
         LOCK_FILE,
         flags,
-        Mode::from_raw_mode(0o644),
+        // S9: readable by no one else, so no one else can take it (even shared).
+        Mode::from_raw_mode(0o600),
     )?))
 }
 
