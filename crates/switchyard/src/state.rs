@@ -27,8 +27,8 @@
 use crate::durability::{ensure_dir, remove_durably, write_durably, write_renamed};
 use crate::error::{Error, ErrorId, Result};
 use crate::node::Node;
-use crate::path::{Root, SafePath};
-use crate::plan::ActionKind;
+use crate::path::{Root, SafePath, NAME_MAX};
+use crate::plan::{ActionKind, RESERVED_PREFIX};
 use crate::policy::RunPolicy;
 use rustix::fs::{openat, Dir, Mode, OFlags};
 use serde::{Deserialize, Serialize};
@@ -496,8 +496,41 @@ pub fn parse_record(text: &str) -> std::result::Result<RunRecord, String> {
     }
     let rec: RunRecord = serde_json::from_value(v).map_err(|e| e.to_string())?;
     match (rec.format, &rec.policy) {
-        (1, Some(_)) => Err("format 1 carries no policy, but this one has one".to_owned()),
-        (2, None) => Err("format 2 must record the run's policy, but it is missing".to_owned()),
-        _ => Ok(rec),
+        (1, Some(_)) => return Err("format 1 carries no policy, but this one has one".to_owned()),
+        (2, None) => {
+            return Err("format 2 must record the run's policy, but it is missing".to_owned())
+        }
+        _ => {}
     }
+    // S9: every name the engine will hand to a `*at` call beside a target must be
+    // one it creates itself: a plain entry name under the reserved prefix. An
+    // absolute path or a `..` would reach outside the target's directory.
+    for (i, a) in rec.actions.iter().enumerate() {
+        // A no-op action names nothing (its names are empty and never used).
+        let names = if a.noop && a.stage.is_empty() && a.backup.is_none() {
+            [("staging", None), ("backup", None)]
+        } else {
+            [("staging", Some(&a.stage)), ("backup", a.backup.as_ref())]
+        };
+        for (what, name) in names {
+            if let Some(name) = name.filter(|n| !is_own_name(n)) {
+                return Err(format!(
+                    "action {i} ({}): {what} name {name:?} is not a name switchyard creates \
+                     (a plain `{RESERVED_PREFIX}*` entry beside the target)",
+                    a.target
+                ));
+            }
+        }
+    }
+    Ok(rec)
+}
+
+/// Whether `name` is an entry name in Switchyard's reserved form: one path
+/// component (no `/`, not `.` or `..`, no NUL, at most `NAME_MAX` bytes) starting
+/// with [`RESERVED_PREFIX`].
+fn is_own_name(name: &str) -> bool {
+    name.starts_with(RESERVED_PREFIX)
+        && name.len() > RESERVED_PREFIX.len()
+        && name.len() <= NAME_MAX
+        && !name.contains(['/', '\0'])
 }

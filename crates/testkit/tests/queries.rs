@@ -694,3 +694,57 @@ fn queries_never_fail_while_runs_settle_concurrently_l1_m4() {
         assert!(rounds > 0);
     });
 }
+
+/// S9 (issue 8, item 1): a journal someone planted or edited names its staging and
+/// backup entries as absolute paths or with `..`. Every name read back is validated:
+/// recovery (run by `recover` and first by every mutating run) refuses the journal,
+/// and nothing inside or outside the root moves.
+#[test]
+fn planted_journal_names_are_refused_never_followed_s9() {
+    let f = Fixture::new();
+    crash_apply(&f, fp::APPLY_AFTER_SWAP, 1);
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret");
+    std::fs::write(&secret, b"root-only").unwrap();
+    let journal_dir = f.host(STATE).join("journal");
+    let j = std::fs::read_dir(&journal_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let tree = f.tree();
+    for (field, name) in [
+        ("backup", secret.display().to_string()),
+        ("stage", secret.display().to_string()),
+        ("backup", "../../../etc/shadow".to_owned()),
+        ("stage", ".switchyard.ls/../../x".to_owned()),
+        ("backup", "ls".to_owned()),
+        ("stage", "..".to_owned()),
+    ] {
+        let original = std::fs::read(&j).unwrap();
+        edit_json(&j, |v| {
+            for a in v["actions"].as_array_mut().unwrap() {
+                a[field] = name.clone().into();
+            }
+        });
+        let (sy, _) = f.engine();
+        let e = sy.recover(ApplyMode::Commit).unwrap_err();
+        assert_eq!(e.id(), ErrorId::Recovery, "{field}={name}: {e}");
+        assert!(
+            e.message().contains("not a name switchyard creates"),
+            "{field}={name}: {e}"
+        );
+        let e = sy
+            .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+            .unwrap_err();
+        assert_eq!(e.id(), ErrorId::Recovery, "{field}={name}: {e}");
+        assert_eq!(sy.doctor().verdict, HealthVerdict::PendingRecovery);
+        assert_eq!(f.tree(), tree, "{field}={name}: nothing in the root moved");
+        assert_eq!(std::fs::read(&secret).unwrap(), b"root-only");
+        std::fs::write(&j, original).unwrap();
+    }
+    // The untouched journal still recovers.
+    let (sy, _) = f.engine();
+    sy.recover(ApplyMode::Commit).unwrap();
+}
