@@ -772,6 +772,28 @@ fn state_dir_outside_the_root() {
 }
 
 #[test]
+fn a_state_dir_with_dotdot_is_the_directory_it_names_s9() {
+    // S9 (`--state-dir` host paths): `x/../state` names `state`. Creating it used to
+    // drop the `..` and create `x/state`, where no later command looked: `status`
+    // showed nothing managed and `rollback --last` found no run.
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.base.join("x")).unwrap();
+    let s = sb.base.join("x/../state").display().to_string();
+    let m = standard(&sb);
+    sb.run(&["--state-dir", &s, "apply", &m, "--commit"])
+        .expect(0);
+    assert!(sb.base.join("state/runs").is_dir(), "state not at {s}");
+    assert!(
+        !sb.base.join("x/state").exists(),
+        "state created beside {s}"
+    );
+    let st = sb.run(&["--state-dir", &s, "--json", "status"]).json();
+    assert_eq!(st["targets"].as_array().unwrap().len(), 3);
+    sb.run(&["--state-dir", &s, "rollback", "--last", "--commit"])
+        .expect(0);
+}
+
+#[test]
 fn root_must_exist() {
     let sb = Sandbox::new();
     let missing = sb.base.join("missing").display().to_string();

@@ -52,7 +52,11 @@ pub fn remove_durably(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
 
 /// Opens (creating if needed, with `mode`) the subdirectory `name` of `dir`, without
 /// following symlinks. A newly created directory's entry is made durable.
-pub fn ensure_dir(dir: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<OwnedFd> {
+pub fn ensure_dir<P: rustix::path::Arg + Copy>(
+    dir: BorrowedFd<'_>,
+    name: P,
+    mode: u32,
+) -> io::Result<OwnedFd> {
     match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode)) {
         Ok(()) => fsync(dir)?,
         Err(rustix::io::Errno::EXIST) => {}

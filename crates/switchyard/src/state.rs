@@ -213,18 +213,30 @@ impl StateDir {
                         openat(rustix::fs::CWD, start, flags, Mode::empty())
                             .map_err(io::Error::from)
                             .and_then(|top| {
-                                let parts: Vec<&str> = p
-                                    .components()
-                                    .filter_map(|c| match c {
-                                        std::path::Component::Normal(n) => n.to_str(),
-                                        _ => None,
+                                // `..` is walked, not dropped: `x/../s` names `s`, where
+                                // the commands that only open the state directory look.
+                                use std::path::Component;
+                                let parts: Vec<Component> = p.components().collect();
+                                let last = parts
+                                    .iter()
+                                    .rposition(|c| matches!(c, Component::Normal(_)));
+                                parts
+                                    .iter()
+                                    .enumerate()
+                                    .try_fold(top, |dir, (i, c)| match c {
+                                        Component::Normal(n) => {
+                                            let mode =
+                                                if Some(i) == last { PRIVATE } else { PUBLIC };
+                                            ensure_dir(dir.as_fd(), *n, mode)
+                                        }
+                                        Component::ParentDir => Ok(openat(
+                                            &dir,
+                                            "..",
+                                            flags | OFlags::NOFOLLOW,
+                                            Mode::empty(),
+                                        )?),
+                                        _ => Ok(dir),
                                     })
-                                    .collect();
-                                let last = parts.len().saturating_sub(1);
-                                parts.iter().enumerate().try_fold(top, |dir, (i, part)| {
-                                    let mode = if i == last { PRIVATE } else { PUBLIC };
-                                    ensure_dir(dir.as_fd(), part, mode)
-                                })
                             })
                     }
                 };
