@@ -429,19 +429,13 @@ impl StateDir {
         else {
             return Ok(None);
         };
-        let fd = match openat(
-            &runs,
-            LATEST,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(io_err("reading runs/LATEST", e.into())),
+        let mut file = match open_file(&runs, LATEST) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("reading runs/LATEST", e)),
         };
         let mut s = String::new();
-        std::fs::File::from(fd)
-            .read_to_string(&mut s)
+        file.read_to_string(&mut s)
             .map_err(|e| io_err("reading runs/LATEST", e))?;
         Ok(Uuid::parse_str(s.trim()).ok())
     }
@@ -479,15 +473,26 @@ fn list(dir: &OwnedFd) -> io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Opens the file `name` of `dir` for reading, never following a symlink and never
+/// waiting on a FIFO someone planted there (S9: a crafted state directory makes a
+/// command fail, not hang); anything but a regular file is refused.
+fn open_file(dir: &OwnedFd, name: &str) -> io::Result<std::fs::File> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let fd = openat(dir, name, flags, Mode::empty())?;
+    if rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode)
+        != rustix::fs::FileType::RegularFile
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{name} is not a regular file"),
+        ));
+    }
+    Ok(std::fs::File::from(fd))
+}
+
 fn read_json(dir: &OwnedFd, name: &str) -> io::Result<RunRecord> {
-    let fd = openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
     let mut s = String::new();
-    std::fs::File::from(fd).read_to_string(&mut s)?;
+    open_file(dir, name)?.read_to_string(&mut s)?;
     parse_record(&s).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 

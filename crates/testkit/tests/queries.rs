@@ -748,3 +748,72 @@ fn planted_journal_names_are_refused_never_followed_s9() {
     let (sy, _) = f.engine();
     sy.recover(ApplyMode::Commit).unwrap();
 }
+
+/// S9: a FIFO planted where a journal, a run record, `runs/LATEST` or the lock file
+/// belongs made every read of it block for ever: `doctor` and `status` hung, and a
+/// mutating run hung in recovery while holding the lock. Each one is now a failure
+/// or a problem in the report, never a hang.
+#[test]
+fn planted_fifos_in_the_state_dir_fail_never_hang_s9() {
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    let rep = sy
+        .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    let state = f.host(STATE);
+    let record = state.join(format!("runs/{}/record.json", rep.run_id));
+    let journal = state.join("journal/01900000-0000-7000-8000-000000000000.json");
+    let fifo = |p: &std::path::Path| {
+        let out = std::process::Command::new("mkfifo")
+            .arg(p)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mkfifo {}", p.display());
+    };
+    // Runs `what` on a fresh engine in a thread; it must return within the timeout.
+    let finishes = |what: &'static str| {
+        let root = f.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (sy, _) = engine_for(&root, Policy::dev());
+            let r = match what {
+                "doctor" => (sy.doctor().verdict != HealthVerdict::Ok, String::new()),
+                "status" => match sy.status() {
+                    Ok(s) => (false, format!("{} targets", s.targets.len())),
+                    Err(e) => (true, e.to_string()),
+                },
+                _ => match sy.rollback(RunSelector::Last, ApplyMode::Commit) {
+                    Ok(_) => (false, "rolled back".to_owned()),
+                    Err(e) => (true, e.to_string()),
+                },
+            };
+            let _ = tx.send(r);
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{what} hung on a planted FIFO"))
+    };
+    // A FIFO journal: every command refuses it (unreadable), none waits on it.
+    fifo(&journal);
+    assert!(finishes("doctor").0, "doctor reports the FIFO journal");
+    assert!(finishes("status").0, "status refuses the FIFO journal");
+    assert!(finishes("rollback").0, "rollback refuses the FIFO journal");
+    std::fs::remove_file(&journal).unwrap();
+    // A FIFO record.
+    let saved = std::fs::read(&record).unwrap();
+    std::fs::remove_file(&record).unwrap();
+    fifo(&record);
+    assert!(finishes("doctor").0, "doctor reports the FIFO record");
+    finishes("status");
+    std::fs::remove_file(&record).unwrap();
+    std::fs::write(&record, &saved).unwrap();
+    // A FIFO lock file: doctor probes it without waiting for a writer.
+    std::fs::remove_file(state.join("lock")).unwrap();
+    fifo(&state.join("lock"));
+    finishes("doctor");
+    std::fs::remove_file(state.join("lock")).unwrap();
+    // A FIFO runs/LATEST: refused by name.
+    std::fs::remove_file(state.join("runs/LATEST")).unwrap();
+    fifo(&state.join("runs/LATEST"));
+    let (failed, what) = finishes("rollback");
+    assert!(failed && what.contains("LATEST is not a regular file"), "{what}");
+}

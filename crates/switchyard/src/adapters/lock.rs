@@ -147,7 +147,8 @@ pub enum LockProbe {
 ///
 /// The lock file cannot be opened (other than not existing) or locked.
 pub fn probe(state_dir: BorrowedFd<'_>) -> std::io::Result<LockProbe> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // NONBLOCK: a FIFO planted as the lock file must not make `doctor` wait (S9).
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
     let mut file = match openat(state_dir, LOCK_FILE, flags, Mode::empty()) {
         Ok(fd) => File::from(fd),
         Err(rustix::io::Errno::NOENT) => return Ok(LockProbe::Absent),
