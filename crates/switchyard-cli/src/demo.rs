@@ -3,7 +3,7 @@
 //! directory is removed at the end (also when a step fails).
 
 use crate::commands::{self, CmdResult, Ctx, Failure};
-use crate::output::{Out, Paint};
+use crate::output::{shown, Out, Paint};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use switchyard::{Error, ErrorId, Policy};
@@ -121,7 +121,10 @@ impl Narrator {
             self.out.paint(Paint::Bold, title),
             self.out.paint(
                 Paint::Dim,
-                &format!("$ switchyard --root {} {args}", self.root.display())
+                &format!(
+                    "$ switchyard --root {} {args}",
+                    shown(&self.root.display().to_string())
+                )
             )
         ));
     }
@@ -148,14 +151,15 @@ pub fn demo(out: &Out) -> CmdResult {
         .canonicalize()
         .map_err(|e| io("resolving the temporary directory", e))?;
     let result = walk(out, &base);
-    let shown = base.display().to_string();
+    // The temporary directory's name comes from TMPDIR: escaped like any name (S10).
+    let base_shown = shown(&base.display().to_string());
     let removed = tmp.close();
     match (&result, removed) {
         (_, Err(e)) => {
-            return Err(Failure::from(io(format!("removing {shown}"), e)));
+            return Err(Failure::from(io(format!("removing {base_shown}"), e)));
         }
         (Ok(_), Ok(())) => out.say(&format!(
-            "\n{} removed the throwaway root {shown}\n",
+            "\n{} removed the throwaway root {base_shown}\n",
             out.paint(Paint::Bold, "==> done:")
         )),
         (Err(_), Ok(())) => {}
@@ -185,16 +189,16 @@ fn walk(out: &Out, base: &Path) -> CmdResult {
          {:<30}\"alternatives\": shell wrappers that exec the real tools\n\
          The manifest {}:\n{}",
         out.paint(Paint::Bold, "switchyard demo"),
-        root.display(),
+        shown(&root.display().to_string()),
         format!("usr/bin/{{{}}}", TOOLS.join(",")),
         format!("usr/lib/alt/{{{}}}", swapped.join(",")),
-        manifest.display(),
+        shown(&manifest.display().to_string()),
         MANIFEST
             .lines()
             .map(|l| format!("  | {l}\n"))
             .collect::<String>()
     ));
-    let m = manifest.display().to_string();
+    let m = shown(&manifest.display().to_string());
     let ls = root.join("usr/bin/ls");
     let ls_before = std::fs::read(&ls).map_err(|e| io(format!("reading {}", ls.display()), e))?;
 
@@ -243,19 +247,19 @@ fn walk(out: &Out, base: &Path) -> CmdResult {
         let mut s = format!(
             "The run's evidence, one JSON fact per step ({} lines) in {}:\n",
             text.lines().count(),
-            facts.display()
+            shown(&facts.display().to_string())
         );
         // One fact of each kind worth seeing: the lock, a swap (with its hashes), a check.
-        let mut shown = Vec::new();
+        let mut picked = Vec::new();
         for want in ["\"apply.attempt\"", "\"path\":\"usr/bin/ls\"", "\"smoke\""] {
             if let Some(l) = text
                 .lines()
-                .find(|l| l.contains(want) && !shown.contains(l))
+                .find(|l| l.contains(want) && !picked.contains(l))
             {
-                shown.push(l);
+                picked.push(l);
             }
         }
-        for l in shown {
+        for l in picked {
             let mut v: serde_json::Value = serde_json::from_str(l).map_err(|e| {
                 Error::new(ErrorId::Generic, format!("demo: a fact is not JSON: {e}"))
             })?;
@@ -267,7 +271,7 @@ fn walk(out: &Out, base: &Path) -> CmdResult {
             let l = v.to_string();
             let cut: String = l.chars().take(400).collect();
             let more = if cut.len() < l.len() { " …" } else { "" };
-            s.push_str(&format!("  {cut}{more}\n"));
+            s.push_str(&format!("  {}{more}\n", shown(&cut)));
         }
         s.push_str(&format!(
             "  (envelope fields {} omitted here)\n",

@@ -48,3 +48,25 @@ fn demo_quiet_prints_nothing() {
     r.expect(0);
     assert_eq!(r.stdout, "");
 }
+
+#[test]
+fn demo_escapes_its_temporary_directory_s10() {
+    // S10: the throwaway root's name comes from TMPDIR, which can hold anything; the
+    // demo printed it raw (retitling the window, ringing the bell).
+    let tmp = tempfile::tempdir().unwrap();
+    let evil = tmp.path().join("t\u{1b}]0;PWNED\u{7}\u{202e}");
+    std::fs::create_dir(&evil).unwrap();
+    let r = run(
+        &["--color".into(), "never".into(), "demo".into()],
+        &[("TMPDIR", evil.to_str().unwrap())],
+    );
+    r.expect(0);
+    for c in ['\u{1b}', '\u{7}', '\u{202e}'] {
+        assert!(!r.stdout.contains(c), "raw {c:?} in: {}", r.stdout);
+    }
+    assert!(
+        r.stdout.contains("t\\u{1b}]0;PWNED\\u{7}\\u{202e}"),
+        "the directory is shown escaped: {}",
+        r.stdout
+    );
+}

@@ -815,5 +815,8 @@ fn planted_fifos_in_the_state_dir_fail_never_hang_s9() {
     std::fs::remove_file(state.join("runs/LATEST")).unwrap();
     fifo(&state.join("runs/LATEST"));
     let (failed, what) = finishes("rollback");
-    assert!(failed && what.contains("LATEST is not a regular file"), "{what}");
+    assert!(
+        failed && what.contains("LATEST is not a regular file"),
+        "{what}"
+    );
 }
