@@ -506,6 +506,16 @@ fn record_path(f: &Fixture, run: &impl ToString) -> std::path::PathBuf {
         .join("record.json")
 }
 
+/// The one journal a crashed child left.
+fn only_journal(f: &Fixture) -> std::path::PathBuf {
+    let mut js: Vec<_> = std::fs::read_dir(f.host(STATE).join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(js.len(), 1, "{js:?}");
+    js.pop().unwrap()
+}
+
 fn edit_json(p: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
     edit(&mut v);
@@ -570,13 +580,7 @@ fn an_unknown_journal_format_is_a_pending_problem_not_a_guess_s9() {
     let f = Fixture::new();
     crash_apply(&f, fp::APPLY_AFTER_SWAP, 1);
     let (sy, _) = f.engine();
-    let journal_dir = f.host(STATE).join("journal");
-    let j = std::fs::read_dir(&journal_dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let j = only_journal(&f);
     edit_json(&j, |v| v["format"] = 7.into());
     let tree = f.tree();
     let h = sy.doctor();
@@ -706,13 +710,7 @@ fn planted_journal_names_are_refused_never_followed_s9() {
     let outside = tempfile::tempdir().unwrap();
     let secret = outside.path().join("secret");
     std::fs::write(&secret, b"root-only").unwrap();
-    let journal_dir = f.host(STATE).join("journal");
-    let j = std::fs::read_dir(&journal_dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let j = only_journal(&f);
     let tree = f.tree();
     for (field, name) in [
         ("backup", secret.display().to_string()),
