@@ -837,19 +837,8 @@ fn embedder_plan_is_the_cli_plan() {
     // (crates/switchyard/tests/manifest.rs) pins this plan_id for the same file.
     const TEXT: &str = include_str!("../../switchyard/tests/fixtures/embedder.toml");
     let sb = Sandbox::empty();
-    for f in [
-        "usr/bin/ls",
-        "usr/bin/cat",
-        "usr/bin/true",
-        "usr/lib/alt/ls",
-        "usr/lib/alt/cat",
-        "usr/lib/alt/only-here",
-        "usr/sbin/dd",
-        "usr/sbin/fsck",
-        "opt/alt/dd",
-        "usr/bin/.switchyard.cat.1.bak",
-        "usr/lib/alt/.switchyard.cat.1.bak",
-    ] {
+    // The same tree as the library's test: one file per line of the fixture.
+    for f in include_str!("../../switchyard/tests/fixtures/embedder.files").lines() {
         sb.write(f, b"#!/bin/sh\n", 0o755);
     }
     let path = sb.manifest("m.toml", TEXT);

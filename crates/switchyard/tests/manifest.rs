@@ -27,25 +27,17 @@ fn write(root: &Path, rel: &str) {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// usr/bin and usr/lib/alt share `cat` and `ls` (and a reserved name, which
+/// `tests/fixtures/embedder.files`, one file per line (the CLI's test builds the same
+/// tree): usr/bin and usr/lib/alt share `cat` and `ls` (and a reserved name, which
 /// `[[link_dir]]` must skip); `true` is only in usr/bin.
 fn embedder_tree(root: &Path) {
-    for f in [
-        "usr/bin/ls",
-        "usr/bin/cat",
-        "usr/bin/true",
-        "usr/lib/alt/ls",
-        "usr/lib/alt/cat",
-        "usr/lib/alt/only-here",
-        "usr/sbin/dd",
-        "usr/sbin/fsck",
-        "opt/alt/dd",
-    ] {
+    for f in include_str!("fixtures/embedder.files").lines() {
         write(root, f);
     }
-    for dir in ["usr/bin", "usr/lib/alt"] {
-        write(root, &format!("{dir}/{RESERVED_PREFIX}cat.1.bak"));
-    }
+    assert!(
+        include_str!("fixtures/embedder.files").contains(&format!("usr/bin/{RESERVED_PREFIX}cat")),
+        "the fixture keeps its reserved name"
+    );
 }
 
 fn p(s: &str) -> SafePath {
