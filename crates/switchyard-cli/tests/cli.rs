@@ -372,7 +372,7 @@ fn status_json_and_human_after_apply() {
     let ls = ts.iter().find(|t| t["path"] == "usr/bin/ls").unwrap();
     assert_eq!(ls["link_dest"], "../lib/alt/ls");
     let backup = ls["backup"].as_str().unwrap();
-    assert!(backup.starts_with(".switchyard."), "R6 prefix: {backup}");
+    assert!(backup.starts_with(".switchyard/"), "R6/S8 store: {backup}");
     assert!(sb.host("usr/bin").join(backup).exists());
     let new = ts.iter().find(|t| t["path"] == "usr/bin/new").unwrap();
     assert!(new["backup"].is_null(), "an absent target has no backup");

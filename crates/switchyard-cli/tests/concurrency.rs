@@ -57,7 +57,7 @@ fn four_concurrent_commits_one_change_l1_l2_d3() {
     }
     let backups: Vec<_> =
         t.0.keys()
-            .filter(|k| k.starts_with("usr/bin/.switchyard."))
+            .filter(|k| k.starts_with("usr/bin/.switchyard/"))
             .cloned()
             .collect();
     assert_eq!(

@@ -346,7 +346,8 @@ pub struct ApplyActionFact {
     pub after_hash: Option<String>,
     /// Always `sha256`.
     pub hash_alg: HashAlg,
-    /// Name of the backup of the prior node.
+    /// The backup of the prior node, relative to the target's directory
+    /// (`.switchyard/<name>.<n>.bak`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<String>,
     /// Whether a backup was kept and made durable.

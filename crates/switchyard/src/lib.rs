@@ -62,6 +62,7 @@ mod preflight;
 mod query;
 mod report;
 mod state;
+mod store;
 mod swap;
 mod txn;
 

@@ -15,8 +15,10 @@ use uuid::Uuid;
 /// The project namespace for UUIDv5 identifiers (fixed forever).
 pub const NAMESPACE: Uuid = Uuid::from_u128(0x5d1c_8a0e_4b7e_4f39_9d35_77a2_c0de_5e1d);
 
-/// Prefix of Switchyard's own names beside targets; plans may not name them.
-pub const RESERVED_PREFIX: &str = ".switchyard.";
+/// Prefix of Switchyard's own names: the backup store it keeps beside swapped targets
+/// is a directory of exactly this name, and plans may not name anything starting with
+/// it.
+pub const RESERVED_PREFIX: &str = ".switchyard";
 
 /// "Make `target` a symlink to `source`."
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,7 +211,7 @@ pub fn build(input: &PlanInput, max_actions: usize) -> Result<Plan> {
             {
                 return Err(Error::new(
                     ErrorId::Usage,
-                    format!("{p}: names starting with {RESERVED_PREFIX} are Switchyard's own backups and stages"),
+                    format!("{p}: names starting with {RESERVED_PREFIX} are Switchyard's own (its backup store)"),
                 ));
             }
         }

@@ -66,7 +66,7 @@ pub struct TargetStatus {
     pub link_dest: Option<String>,
     /// The live apply run that last changed it.
     pub run_id: Uuid,
-    /// Its backup beside it, if one is there.
+    /// Its backup, if one is there, relative to its directory (`.switchyard/…`).
     pub backup: Option<String>,
     /// Whether it is still what that run made it (M4).
     pub state: DriftState,
@@ -420,10 +420,16 @@ impl Switchyard {
         };
         let (node, backup, state) = match self.root.open_parent(&a.target) {
             Ok(dir) => {
+                let store = crate::store::open(&dir, false).ok().flatten();
                 let backup = a
                     .backup
-                    .clone()
-                    .filter(|b| lstat(&dir, b).ok().flatten().is_some());
+                    .as_deref()
+                    .filter(|b| {
+                        store
+                            .as_ref()
+                            .is_some_and(|s| lstat(s, b).ok().flatten().is_some())
+                    })
+                    .map(crate::store::shown);
                 match Node::observe(&dir, a.target.file_name(), false) {
                     Ok(node) => {
                         let state = drift(a, &node);

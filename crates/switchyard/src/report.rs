@@ -26,7 +26,8 @@ pub struct ActionOutcome {
     pub before_hash: Option<String>,
     /// SHA-256 of what the target resolves to after (O5).
     pub after_hash: Option<String>,
-    /// Name of the backup of the prior node, beside the target.
+    /// The backup of the prior node, relative to the target's directory: an entry of
+    /// its backup store, `.switchyard/<name>.<n>.bak`.
     pub backup: Option<String>,
     /// Whether the target already was what the plan asks (D3).
     pub noop: bool,

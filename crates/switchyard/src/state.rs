@@ -20,15 +20,17 @@
 //!   SHA-256) is the backup's sidecar (S6); it lives here, written once per run, so
 //!   sidecars cost no per-action fsync.
 //! - Every journal and record carries its `format`, checked on read: a format this
-//!   build does not know is a clear error, never a guess (S9). Format 2 adds the
-//!   run's [`RunPolicy`], which rollback and recovery of that run obey; format 1
-//!   (no policy) is still read, and undone under the caller's policy.
+//!   build does not know is a clear error, never a guess (S9). Format 3 records the
+//!   run's [`RunPolicy`], which rollback and recovery of that run obey, and names
+//!   stages and backups inside each directory's backup store (`store.rs`, S8).
+//!   Formats 1 and 2 kept backups beside their targets; they are refused with a
+//!   message saying so, never read as format 3.
 
 use crate::durability::{ensure_dir, remove_durably, write_durably, write_renamed};
 use crate::error::{Error, ErrorId, Result};
 use crate::node::Node;
-use crate::path::{Root, SafePath, NAME_MAX};
-use crate::plan::{ActionKind, RESERVED_PREFIX};
+use crate::path::{Root, SafePath};
+use crate::plan::ActionKind;
 use crate::policy::RunPolicy;
 use rustix::fs::{openat, Dir, Mode, OFlags};
 use serde::{Deserialize, Serialize};
@@ -37,11 +39,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use uuid::Uuid;
 
-/// Format version of journal and record files written by this build.
-pub const RECORD_FORMAT: u32 = 2;
-
-/// Every format version this build reads (1: before records carried their policy).
-pub const READABLE_FORMATS: [u32; 2] = [1, 2];
+/// Format version of journal and record files written by this build (and the only
+/// one it reads).
+pub const RECORD_FORMAT: u32 = 3;
 
 /// What kind of run a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,10 +93,10 @@ pub struct ActionRecord {
     pub new_link: Option<String>,
     /// The backup being put back (restore actions): its identity and sidecar.
     pub new_node: Option<Node>,
-    /// Name (in the target's directory) where the new node waits before the swap:
+    /// Entry of the backup store where the new node waits before the swap:
     /// the staging name of a link, or the backup being restored.
     pub stage: String,
-    /// Name (in the target's directory) the prior node moves to; `None` if absent.
+    /// Entry of the backup store the prior node moves to; `None` if absent.
     pub backup: Option<String>,
     /// The target was already as planned; nothing is done.
     pub noop: bool,
@@ -108,7 +108,7 @@ pub struct ActionRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunRecord {
-    /// [`RECORD_FORMAT`] when written; checked against [`READABLE_FORMATS`] on read.
+    /// [`RECORD_FORMAT`] when written; checked on read.
     pub format: u32,
     pub run_id: Uuid,
     pub kind: RunKind,
@@ -121,7 +121,7 @@ pub struct RunRecord {
     pub changed: bool,
     /// Why the run failed, when it did.
     pub error: Option<String>,
-    /// The policy the run was committed under (format 2; `None` in format 1): rollback
+    /// The policy the run was committed under (always present in format 3): rollback
     /// and recovery of this run obey it (see [`RunPolicy::for_undo`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<RunPolicy>,
@@ -502,26 +502,31 @@ pub fn parse_record(text: &str) -> std::result::Result<RunRecord, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let format = v.get("format").and_then(serde_json::Value::as_u64);
     match format {
-        Some(f) if READABLE_FORMATS.iter().any(|k| u64::from(*k) == f) => {}
+        Some(f) if f == u64::from(RECORD_FORMAT) => {}
+        Some(f @ (1 | 2)) => {
+            return Err(format!(
+                "format version {f} was written by an earlier switchyard, which kept backups \
+                 beside their targets; this one ({RECORD_FORMAT}) keeps them in a root-only \
+                 store and will not guess: roll that run back with the switchyard that made it"
+            ))
+        }
         Some(f) => {
             return Err(format!(
-                "format version {f} is not one this switchyard reads ({READABLE_FORMATS:?}); \
+                "format version {f} is not one this switchyard reads ({RECORD_FORMAT}); \
                  it was written by another version of switchyard"
             ))
         }
         None => return Err("no numeric format version".to_owned()),
     }
     let rec: RunRecord = serde_json::from_value(v).map_err(|e| e.to_string())?;
-    match (rec.format, &rec.policy) {
-        (1, Some(_)) => return Err("format 1 carries no policy, but this one has one".to_owned()),
-        (2, None) => {
-            return Err("format 2 must record the run's policy, but it is missing".to_owned())
-        }
-        _ => {}
+    if rec.policy.is_none() {
+        return Err(format!(
+            "format {RECORD_FORMAT} must record the run's policy, but it is missing"
+        ));
     }
-    // S9: every name the engine will hand to a `*at` call beside a target must be
-    // one it creates itself: a plain entry name under the reserved prefix. An
-    // absolute path or a `..` would reach outside the target's directory.
+    // S9: every name the engine will hand to a `*at` call in a backup store must be
+    // one it creates itself: a plain `<name>.<n>.bak` or `<name>.<run>.stage` entry.
+    // An absolute path or a `..` would reach outside the store.
     for (i, a) in rec.actions.iter().enumerate() {
         // A no-op action names nothing (its names are empty and never used).
         let names = if a.noop && a.stage.is_empty() && a.backup.is_none() {
@@ -530,24 +535,14 @@ pub fn parse_record(text: &str) -> std::result::Result<RunRecord, String> {
             [("staging", Some(&a.stage)), ("backup", a.backup.as_ref())]
         };
         for (what, name) in names {
-            if let Some(name) = name.filter(|n| !is_own_name(n)) {
+            if let Some(name) = name.filter(|n| !crate::store::is_entry_name(n)) {
                 return Err(format!(
                     "action {i} ({}): {what} name {name:?} is not a name switchyard creates \
-                     (a plain `{RESERVED_PREFIX}*` entry beside the target)",
+                     (a plain `<name>.<n>.bak` or `<name>.<run>.stage` entry of the backup store)",
                     a.target
                 ));
             }
         }
     }
     Ok(rec)
-}
-
-/// Whether `name` is an entry name in Switchyard's reserved form: one path
-/// component (no `/`, not `.` or `..`, no NUL, at most `NAME_MAX` bytes) starting
-/// with [`RESERVED_PREFIX`].
-fn is_own_name(name: &str) -> bool {
-    name.starts_with(RESERVED_PREFIX)
-        && name.len() > RESERVED_PREFIX.len()
-        && name.len() <= NAME_MAX
-        && !name.contains(['/', '\0'])
 }

@@ -1,8 +1,9 @@
-//! Swap atoms (A1, A2, R2): move one action forward, or undo it from any state.
+//! Swap atoms (A1, A2, R2, S8): move one action forward, or undo it from any state.
 //!
-//! Every action involves three names in the target's directory: the target `T`, the
-//! stage `S` (where the new node waits: a fresh symlink, or the backup a restore puts
-//! back) and the backup `B` (where the prior node goes). Forward:
+//! Every action involves three names: the target `T` in its directory, and two names
+//! in that directory's backup store (`store.rs`, a root-only `.switchyard`
+//! directory): the stage `S` (where the new node waits: a fresh symlink, or the backup
+//! a restore puts back) and the backup `B` (where the prior node goes). Forward:
 //!
 //! ```text
 //! link:    symlinkat(new, S)                 ── APPLY_AFTER_STAGE
@@ -18,7 +19,9 @@
 //!
 //! Invariants: `T` always names either the prior node or the new one (never missing,
 //! never unlink-then-create); the prior node is never deleted, only renamed, so its
-//! inode — bytes, mode, owner, times, xattrs, ACLs, capabilities — survives intact.
+//! inode — bytes, mode, owner, times, xattrs, ACLs, capabilities — survives intact;
+//! the exchange moves it from `T` straight into the store, so no unprivileged user can
+//! reach it once it stops being the target (S8).
 //!
 //! [`undo`] does not trust a progress log: it finds the prior node by inode among
 //! `T`, `S`, `B` and moves it back with the same atomic renames, then disposes of the
@@ -51,6 +54,19 @@ fn restore_err(a: &ActionRecord, what: &str, e: impl Into<io::Error>) -> Error {
     )
 }
 
+/// A name in a directory: the target in its directory, or an entry of the store.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    dir: &'a OwnedFd,
+    name: &'a str,
+}
+
+impl At<'_> {
+    fn observe(self) -> io::Result<Node> {
+        Node::observe(self.dir, self.name, false)
+    }
+}
+
 /// How renames are done. Filesystems without `RENAME_EXCHANGE`/`RENAME_NOREPLACE`
 /// answer `EINVAL`; the `linkat` fallbacks (A1) then take over. Tests force the
 /// fallbacks with `rename_flags: false` (instance-scoped, never global).
@@ -67,38 +83,34 @@ impl Default for Mechanics {
 
 impl Mechanics {
     /// `renameat2(a, b, EXCHANGE)`; `EINVAL` where unsupported (or forced off).
-    fn exchange(self, dir: &OwnedFd, a: &str, b: &str) -> Result<(), Errno> {
+    fn exchange(self, a: At<'_>, b: At<'_>) -> Result<(), Errno> {
         if !self.rename_flags {
             return Err(Errno::INVAL);
         }
-        renameat_with(dir, a, dir, b, RenameFlags::EXCHANGE)
+        renameat_with(a.dir, a.name, b.dir, b.name, RenameFlags::EXCHANGE)
     }
 
     /// `renameat2(from, to, NOREPLACE)`, or `linkat` + `unlinkat` where the
     /// filesystem lacks the flag. Either way `to` is never replaced. The fallback is
     /// idempotent: a crash between its two steps leaves both names on one inode, and
     /// running it again finishes.
-    fn rename_noreplace(self, dir: &OwnedFd, from: &str, to: &str) -> io::Result<()> {
+    fn rename_noreplace(self, from: At<'_>, to: At<'_>) -> io::Result<()> {
         if self.rename_flags {
-            match renameat_with(dir, from, dir, to, RenameFlags::NOREPLACE) {
+            match renameat_with(from.dir, from.name, to.dir, to.name, RenameFlags::NOREPLACE) {
                 Err(Errno::INVAL) => {}
                 r => return Ok(r?),
             }
         }
-        link_same(dir, from, to)?;
-        Ok(unlinkat(dir, from, AtFlags::empty())?)
+        link_same(from, to)?;
+        Ok(unlinkat(from.dir, from.name, AtFlags::empty())?)
     }
 }
 
 /// `linkat(from, to)`, treating an existing `to` that already is `from`'s inode as done.
-fn link_same(dir: &OwnedFd, from: &str, to: &str) -> io::Result<()> {
-    match linkat(dir, from, dir, to, AtFlags::empty()) {
+fn link_same(from: At<'_>, to: At<'_>) -> io::Result<()> {
+    match linkat(from.dir, from.name, to.dir, to.name, AtFlags::empty()) {
         Err(Errno::EXIST) => {
-            let (a, b) = (
-                Node::observe(dir, from, false)?,
-                Node::observe(dir, to, false)?,
-            );
-            if a.same_inode(&b) {
+            if from.observe()?.same_inode(&to.observe()?) {
                 Ok(())
             } else {
                 Err(Errno::EXIST.into())
@@ -108,79 +120,95 @@ fn link_same(dir: &OwnedFd, from: &str, to: &str) -> io::Result<()> {
     }
 }
 
-fn unlink_if_present(dir: &OwnedFd, name: &str) -> io::Result<()> {
-    match unlinkat(dir, name, AtFlags::empty()) {
+fn unlink_if_present(at: At<'_>) -> io::Result<()> {
+    match unlinkat(at.dir, at.name, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Moves action `a` forward: afterwards `T` is the new node and the prior node is at
-/// `B`. Call only with the action's journal durable.
-pub(crate) fn apply(dir: &OwnedFd, a: &ActionRecord, m: Mechanics) -> Result<()> {
+/// Moves action `a` forward: afterwards `T` (in `dir`) is the new node and the prior
+/// node is at `B` in `store`, the store of `dir`. Call only with the action's journal
+/// durable.
+pub(crate) fn apply(dir: &OwnedFd, store: &OwnedFd, a: &ActionRecord, m: Mechanics) -> Result<()> {
     if a.noop {
         return Ok(());
     }
-    let (t, s) = (a.target.file_name(), a.stage.as_str());
+    let t = At {
+        dir,
+        name: a.target.file_name(),
+    };
+    let s = At {
+        dir: store,
+        name: &a.stage,
+    };
     match a.kind {
         ActionKind::Link => {
             let dest = a.new_link.as_deref().unwrap_or_default();
-            symlinkat(dest, dir, s).map_err(|e| swap_err(a, "creating staged symlink", e))?;
+            symlinkat(dest, store, s.name)
+                .map_err(|e| swap_err(a, "creating staged symlink", e))?;
             hit(fp::APPLY_AFTER_STAGE).map_err(|e| swap_err(a, "staged", e))?;
         }
         ActionKind::Restore => {
-            let at_stage =
-                Node::observe(dir, s, false).map_err(|e| swap_err(a, "inspecting backup", e))?;
+            let at_stage = s
+                .observe()
+                .map_err(|e| swap_err(a, "inspecting backup", e))?;
             if !a.new_node.as_ref().is_some_and(|n| n.same_inode(&at_stage)) {
                 return Err(Error::new(
                     ErrorId::BackupMissing,
-                    format!("{}: backup {s} changed or vanished", a.target),
+                    format!("{}: backup {} changed or vanished", a.target, s.name),
                 ));
             }
         }
     }
     let Some(b) = a.backup.as_deref() else {
-        m.rename_noreplace(dir, s, t)
+        m.rename_noreplace(s, t)
             .map_err(|e| swap_err(a, "installing over absent target", e))?;
         return hit(fp::APPLY_AFTER_SWAP).map_err(|e| swap_err(a, "swapped", e));
     };
-    match m.exchange(dir, s, t) {
+    let b = At {
+        dir: store,
+        name: b,
+    };
+    match m.exchange(s, t) {
         Ok(()) => {
             hit(fp::APPLY_AFTER_SWAP).map_err(|e| swap_err(a, "swapped", e))?;
-            let displaced = Node::observe(dir, s, false)
+            let displaced = s
+                .observe()
                 .map_err(|e| swap_err(a, "inspecting displaced node", e))?;
             if !displaced.same_inode(&a.prior) {
                 // Someone replaced the target after it was journaled: give their node
                 // its name back at once and drop our staged link, then fail.
-                m.exchange(dir, s, t).map_err(|e| {
+                m.exchange(s, t).map_err(|e| {
                     swap_err(a, "exchanging back a concurrently replaced target", e)
                 })?;
                 if a.kind == ActionKind::Link {
-                    unlink_if_present(dir, s)
-                        .map_err(|e| swap_err(a, "removing staged link", e))?;
+                    unlink_if_present(s).map_err(|e| swap_err(a, "removing staged link", e))?;
                 }
                 return Err(replaced(a));
             }
-            m.rename_noreplace(dir, s, b)
+            m.rename_noreplace(s, b)
                 .map_err(|e| swap_err(a, "moving original to backup", e))?;
         }
         // The filesystem cannot exchange: hard-link the original to the backup name,
         // then rename the stage over the target (still never missing).
         Err(Errno::INVAL) => {
-            link_same(dir, t, b).map_err(|e| swap_err(a, "linking original to backup", e))?;
-            let linked =
-                Node::observe(dir, b, false).map_err(|e| swap_err(a, "inspecting backup", e))?;
+            link_same(t, b).map_err(|e| swap_err(a, "linking original to backup", e))?;
+            let linked = b
+                .observe()
+                .map_err(|e| swap_err(a, "inspecting backup", e))?;
             if !linked.same_inode(&a.prior) {
                 // Someone replaced the target after it was journaled.
-                unlink_if_present(dir, b).map_err(|e| swap_err(a, "removing backup link", e))?;
-                unlink_if_present(dir, s).map_err(|e| swap_err(a, "removing staged link", e))?;
+                unlink_if_present(b).map_err(|e| swap_err(a, "removing backup link", e))?;
+                unlink_if_present(s).map_err(|e| swap_err(a, "removing staged link", e))?;
                 return Err(replaced(a));
             }
             // Without EXCHANGE the backup link must be durable before the rename that
             // makes it the only name of the original (one fsync per degraded action).
-            rustix::fs::fsync(dir).map_err(|e| swap_err(a, "syncing backup link", e))?;
+            rustix::fs::fsync(store).map_err(|e| swap_err(a, "syncing backup link", e))?;
             hit(fp::APPLY_AFTER_BACKUP).map_err(|e| swap_err(a, "backed up", e))?;
-            renameat(dir, s, dir, t).map_err(|e| swap_err(a, "renaming stage over target", e))?;
+            renameat(store, s.name, dir, t.name)
+                .map_err(|e| swap_err(a, "renaming stage over target", e))?;
             return hit(fp::APPLY_AFTER_SWAP).map_err(|e| swap_err(a, "swapped", e));
         }
         Err(e) => return Err(swap_err(a, "exchanging stage and target", e)),
@@ -212,14 +240,14 @@ fn is_new(a: &ActionRecord, n: &Node) -> bool {
     }
 }
 
-/// Checks that the node at `name` still matches the prior snapshot's hash (S6).
-pub(crate) fn verify_sidecar(dir: &OwnedFd, a: &ActionRecord, name: &str) -> Result<()> {
+/// Checks that the store entry `name` still matches the prior snapshot's hash (S6).
+pub(crate) fn verify_sidecar(store: &OwnedFd, a: &ActionRecord, name: &str) -> Result<()> {
     let found = match a.prior.kind {
-        NodeKind::File => open_noatime(dir, name)
+        NodeKind::File => open_noatime(store, name)
             .and_then(|fd| sha256_file(&fd))
             .map(Some),
         NodeKind::Symlink => {
-            read_link(dir, name).map(|d| Some(crate::node::sha256_bytes(d.as_bytes())))
+            read_link(store, name).map(|d| Some(crate::node::sha256_bytes(d.as_bytes())))
         }
         _ => Ok(None),
     }
@@ -234,29 +262,68 @@ pub(crate) fn verify_sidecar(dir: &OwnedFd, a: &ActionRecord, name: &str) -> Res
                 found.as_deref().unwrap_or("-"),
             ),
         )
-        .with_remediation(format!("inspect {name} beside {}; nothing was changed", a.target)));
+        .with_remediation(format!("inspect {name} in the backup store beside {}; nothing was changed", a.target)));
     }
     Ok(())
 }
 
 /// Undoes action `a` from whatever state it is in; returns whether anything changed.
-/// With `verify`, the prior node's hash is checked against its sidecar first.
-pub(crate) fn undo(dir: &OwnedFd, a: &ActionRecord, verify: bool, m: Mechanics) -> Result<bool> {
+/// `store` is the store of `dir` when it exists (`None`: every stage and backup name
+/// is absent). With `verify`, the prior node's hash is checked against its sidecar
+/// first.
+pub(crate) fn undo(
+    dir: &OwnedFd,
+    store: Option<&OwnedFd>,
+    a: &ActionRecord,
+    verify: bool,
+    m: Mechanics,
+) -> Result<bool> {
     if a.noop {
         return Ok(false);
     }
-    let (t, s) = (a.target.file_name(), a.stage.as_str());
-    let obs =
-        |name: &str| Node::observe(dir, name, false).map_err(|e| restore_err(a, "inspecting", e));
+    let t = At {
+        dir,
+        name: a.target.file_name(),
+    };
+    let obs = |at: At<'_>| at.observe().map_err(|e| restore_err(a, "inspecting", e));
+    // A store name: observed as absent when there is no store.
+    let in_store = |name: &str| -> Result<Option<Node>> {
+        store
+            .map(|st| {
+                At { dir: st, name }
+                    .observe()
+                    .map_err(|e| restore_err(a, "inspecting", e))
+            })
+            .transpose()
+    };
+    let sn = in_store(&a.stage)?;
+    let bn = match a.backup.as_deref() {
+        Some(b) => in_store(b)?,
+        None => None,
+    };
     let tn = obs(t)?;
+    // Our stage name holding a node that is neither ours nor the original.
+    let foreign_stage = match (store, &sn) {
+        (Some(st), Some(n)) if is_foreign(a, n) => Some(At {
+            dir: st,
+            name: &a.stage,
+        }),
+        _ => None,
+    };
     let mut changed = false;
     // Set when the target holds a node we did not install: we never overwrite it.
     let mut refused: Option<Error> = None;
     if a.prior.kind != NodeKind::Absent {
         if !tn.same_inode(&a.prior) {
-            let from = match (obs(s)?, a.backup.as_deref()) {
-                (sn, _) if sn.same_inode(&a.prior) => Some(s),
-                (_, Some(b)) if obs(b)?.same_inode(&a.prior) => Some(b),
+            let from = match (&sn, &bn, store) {
+                (Some(n), _, Some(st)) if n.same_inode(&a.prior) => Some(At {
+                    dir: st,
+                    name: &a.stage,
+                }),
+                (_, Some(n), Some(st)) if n.same_inode(&a.prior) => Some(At {
+                    dir: st,
+                    name: a.backup.as_deref().unwrap_or_default(),
+                }),
                 _ => None,
             };
             match from {
@@ -266,46 +333,46 @@ pub(crate) fn undo(dir: &OwnedFd, a: &ActionRecord, verify: bool, m: Mechanics) 
                 // Our link is at the target, the original is gone, and our own stage
                 // name holds a third node: someone replaced the target just before our
                 // exchange, which moved their node to the stage. Give it back.
-                None if is_foreign(a, &obs(s)?) => {
-                    m.exchange(dir, s, t)
-                        .or_else(|_| renameat(dir, s, dir, t))
+                None => {
+                    let Some(s) = foreign_stage else {
+                        return Err(Error::new(
+                            ErrorId::RestoreFailed,
+                            format!(
+                                "{}: the original node is at none of the target, {} or {:?} in the backup store",
+                                a.target, a.stage, a.backup
+                            ),
+                        )
+                        .with_remediation(format!(
+                            "restore {} by hand from a copy; its sidecar is in the run record",
+                            a.target
+                        )));
+                    };
+                    m.exchange(s, t)
+                        .or_else(|_| renameat(s.dir, s.name, t.dir, t.name))
                         .map_err(|e| {
                             restore_err(a, "returning a concurrently installed node", e)
                         })?;
                     changed = true;
                     hit(fp::UNDO_AFTER_SWAP).map_err(|e| restore_err(a, "swapped back", e))?;
                 }
-                None => {
-                    return Err(Error::new(
-                        ErrorId::RestoreFailed,
-                        format!(
-                            "{}: the original node is at none of the target, {s} or {:?}",
-                            a.target, a.backup
-                        ),
-                    )
-                    .with_remediation(format!(
-                        "restore {} by hand from a copy; its sidecar is in the run record",
-                        a.target
-                    )))
-                }
                 Some(from) if tn.kind != NodeKind::Absent && !is_new(a, &tn) => {
                     refused = Some(
                         Error::new(
                             ErrorId::RestoreFailed,
-                            format!("{}: the target was replaced by something Switchyard did not install; refusing to overwrite it (the original is kept at {from})", a.target),
+                            format!("{}: the target was replaced by something Switchyard did not install; refusing to overwrite it (the original is kept in the backup store as {})", a.target, from.name),
                         )
                         .with_remediation(format!("move the unexpected node at {} aside, then run the same command again", a.target)),
                     );
                 }
                 Some(from) => {
                     if verify {
-                        verify_sidecar(dir, a, from)?;
+                        verify_sidecar(from.dir, a, from.name)?;
                     }
                     if tn.kind == NodeKind::Absent {
-                        m.rename_noreplace(dir, from, t)
+                        m.rename_noreplace(from, t)
                             .map_err(|e| restore_err(a, "moving original back", e))?;
                     } else {
-                        exchange_back(dir, a, from, m)?;
+                        exchange_back(t, a, from, m)?;
                     }
                     changed = true;
                     hit(fp::UNDO_AFTER_SWAP).map_err(|e| restore_err(a, "swapped back", e))?;
@@ -313,18 +380,25 @@ pub(crate) fn undo(dir: &OwnedFd, a: &ActionRecord, verify: bool, m: Mechanics) 
             }
         }
     } else if is_new(a, &tn) {
-        dispose(dir, a, t, m)?;
+        dispose(dir, t, a, m)?;
         changed = true;
         hit(fp::UNDO_AFTER_SWAP).map_err(|e| restore_err(a, "removed", e))?;
     }
     // (An absent-before target that now holds someone else's node is left alone: it
     // is theirs, and "absent" was only our side of the story.)
+    let Some(store) = store else {
+        return refused.map_or(Ok(changed), Err);
+    };
     let now = obs(t)?;
     let prior_home =
         refused.is_none() && (a.prior.kind == NodeKind::Absent || now.same_inode(&a.prior));
     // Clear whatever of ours is left at the other names.
-    for name in [Some(s), a.backup.as_deref()].into_iter().flatten() {
-        let n = obs(name)?;
+    for name in [Some(a.stage.as_str()), a.backup.as_deref()]
+        .into_iter()
+        .flatten()
+    {
+        let at = At { dir: store, name };
+        let n = obs(at)?;
         let is_backup = Some(name) == a.backup.as_deref();
         if is_backup
             && n.kind != NodeKind::Absent
@@ -333,47 +407,59 @@ pub(crate) fn undo(dir: &OwnedFd, a: &ActionRecord, verify: bool, m: Mechanics) 
         {
             // The hard-link fallback left a second name for the node now at the
             // target (the original, or a concurrent replacement): drop the extra name.
-            unlink_if_present(dir, name).map_err(|e| restore_err(a, "removing backup link", e))?;
-        } else if is_new(a, &n) && !(a.kind == ActionKind::Restore && name == s) {
-            dispose(dir, a, name, m)?;
+            unlink_if_present(at).map_err(|e| restore_err(a, "removing backup link", e))?;
+        } else if is_new(a, &n) && !(a.kind == ActionKind::Restore && name == a.stage) {
+            dispose(dir, at, a, m)?;
         } else {
             continue;
         }
         changed = true;
         hit(fp::UNDO_AFTER_DISPOSE).map_err(|e| restore_err(a, "disposed", e))?;
     }
-    if let Some(e) = refused {
-        return Err(e);
-    }
-    Ok(changed)
+    refused.map_or(Ok(changed), Err)
 }
 
-/// Puts the prior node (at `from`) back at the target, which holds the new node.
-fn exchange_back(dir: &OwnedFd, a: &ActionRecord, from: &str, m: Mechanics) -> Result<()> {
-    let t = a.target.file_name();
-    match m.exchange(dir, from, t) {
+/// Puts the prior node (at `from`, in the store) back at the target `t`, which holds
+/// the new node.
+fn exchange_back(t: At<'_>, a: &ActionRecord, from: At<'_>, m: Mechanics) -> Result<()> {
+    match m.exchange(from, t) {
         Ok(()) => Ok(()),
         Err(Errno::INVAL) => {
             if a.kind == ActionKind::Restore {
                 // Keep the restored backup under its own name before replacing it.
-                link_same(dir, t, a.stage.as_str())
-                    .map_err(|e| restore_err(a, "keeping restored backup", e))?;
+                let stage = At {
+                    dir: from.dir,
+                    name: &a.stage,
+                };
+                link_same(t, stage).map_err(|e| restore_err(a, "keeping restored backup", e))?;
             }
-            renameat(dir, from, dir, t).map_err(|e| restore_err(a, "renaming original back", e))
+            renameat(from.dir, from.name, t.dir, t.name)
+                .map_err(|e| restore_err(a, "renaming original back", e))
         }
         Err(e) => Err(restore_err(a, "exchanging original back", e)),
     }
 }
 
-/// Gets rid of the new node at `name`: a staged symlink is unlinked; a restored
-/// backup goes back to its own name.
-fn dispose(dir: &OwnedFd, a: &ActionRecord, name: &str, m: Mechanics) -> Result<()> {
+/// Gets rid of the new node at `at`: a staged symlink is unlinked; a restored backup
+/// goes back to its own name in the store of `dir` (created again if it went when
+/// the restore emptied it).
+fn dispose(dir: &OwnedFd, at: At<'_>, a: &ActionRecord, m: Mechanics) -> Result<()> {
     match a.kind {
         ActionKind::Link => {
-            unlink_if_present(dir, name).map_err(|e| restore_err(a, "removing new link", e))
+            unlink_if_present(at).map_err(|e| restore_err(a, "removing new link", e))
         }
-        ActionKind::Restore => m
-            .rename_noreplace(dir, name, a.stage.as_str())
-            .map_err(|e| restore_err(a, "returning backup", e)),
+        ActionKind::Restore => {
+            let store = crate::store::open(dir, true)
+                .map_err(|e| restore_err(a, "opening the backup store", e))?
+                .ok_or_else(|| restore_err(a, "opening the backup store", Errno::NOENT))?;
+            m.rename_noreplace(
+                at,
+                At {
+                    dir: &store,
+                    name: &a.stage,
+                },
+            )
+            .map_err(|e| restore_err(a, "returning backup", e))
+        }
     }
 }

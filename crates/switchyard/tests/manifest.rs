@@ -35,7 +35,7 @@ fn embedder_tree(root: &Path) {
         write(root, f);
     }
     assert!(
-        include_str!("fixtures/embedder.files").contains(&format!("usr/bin/{RESERVED_PREFIX}cat")),
+        include_str!("fixtures/embedder.files").contains(&format!("usr/bin/{RESERVED_PREFIX}.cat")),
         "the fixture keeps its reserved name"
     );
 }

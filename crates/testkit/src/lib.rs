@@ -364,13 +364,24 @@ pub fn standard_links() -> Vec<(String, String)> {
 
 /// Asserts `now` is `before` with the standard plan fully applied: each target a
 /// symlink to its alternative, each prior node — identical in every respect — under
-/// its backup name, nothing else changed or added.
+/// its backup name in the root-only backup store `usr/bin/.switchyard` (S8), nothing
+/// else changed or added.
 pub fn assert_applied(before: &Tree, now: &Tree) {
     let mut expect = before.0.clone();
+    let store = now
+        .0
+        .get("usr/bin/.switchyard")
+        .unwrap_or_else(|| panic!("no backup store usr/bin/.switchyard after apply"));
+    assert_eq!(
+        (store.kind.as_str(), store.mode),
+        ("dir", 0o700),
+        "S8: the backup store is a root-only directory"
+    );
+    expect.insert("usr/bin/.switchyard".to_owned(), store.clone());
     for n in ["ls", "cat", "new"] {
         let t = format!("usr/bin/{n}");
         if let Some(prior) = expect.remove(&t) {
-            expect.insert(format!("usr/bin/.switchyard.{n}.1.bak"), prior);
+            expect.insert(format!("usr/bin/.switchyard/{n}.1.bak"), prior);
         }
         let link = now
             .0

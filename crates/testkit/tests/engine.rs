@@ -28,8 +28,13 @@ fn apply_then_rollback_restores_identical_tree_r2_r6() {
         .collect();
     assert_eq!(
         new,
-        [".switchyard.cat.1.bak", ".switchyard.ls.1.bak", "new"],
-        "R6: only backups are new"
+        [".switchyard", "new"],
+        "R6: only the backup store is new"
+    );
+    assert_eq!(
+        f.tree().names_in("usr/bin/.switchyard"),
+        ["cat.1.bak", "ls.1.bak"],
+        "S8: one backup per replaced target, in the store"
     );
     let back = sy
         .rollback(RunSelector::Id(rep.run_id), ApplyMode::Commit)
@@ -82,7 +87,7 @@ fn tampered_backup_is_refused_with_nothing_changed_s6() {
     let (sy, _) = f.engine(); // dev keeps require_sidecar_integrity from production
     let plan = sy.plan(&standard_input()).unwrap();
     let rep = sy.apply(&plan, ApplyMode::Commit).unwrap();
-    std::fs::write(f.host("usr/bin/.switchyard.ls.1.bak"), b"evil").unwrap();
+    std::fs::write(f.host("usr/bin/.switchyard/ls.1.bak"), b"evil").unwrap();
     let mid = f.tree();
     let err = sy
         .rollback(RunSelector::Id(rep.run_id), ApplyMode::Commit)

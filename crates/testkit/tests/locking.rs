@@ -164,7 +164,7 @@ fn failed_rollback_step_reports_every_target_r5() {
         "never overwritten"
     );
     assert!(
-        f.host("usr/bin/.switchyard.ls.1.bak").exists(),
+        f.host("usr/bin/.switchyard/ls.1.bak").exists(),
         "the original is kept"
     );
     assert!(!sy.status().unwrap().pending_journal);

@@ -419,7 +419,7 @@ fn engine(f: &Fixture, edit: impl FnOnce(&mut Policy)) -> Switchyard {
 }
 
 fn tamper_backup_of_ls(f: &Fixture) {
-    let bak = f.host("usr/bin/.switchyard.ls.1.bak");
+    let bak = f.host("usr/bin/.switchyard/ls.1.bak");
     let mut body = std::fs::read(&bak).unwrap();
     body.extend_from_slice(b"echo tampered\n");
     // In place: same inode, other bytes.
@@ -490,7 +490,7 @@ fn recovery_verifies_backups_when_the_journal_recorded_integrity_s6() {
     assert_eq!(e.id(), ErrorId::Recovery, "{e}");
     assert!(e.message().contains("does not match its sidecar"), "{e}");
     assert!(
-        f.host("usr/bin/.switchyard.ls.1.bak").exists(),
+        f.host("usr/bin/.switchyard/ls.1.bak").exists(),
         "the tampered backup was not put back"
     );
     assert!(
@@ -531,7 +531,7 @@ fn record_format_is_checked_on_read_s9() {
         .unwrap();
     let rec = record_path(&f, &run.run_id);
     let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&rec).unwrap()).unwrap();
-    assert_eq!(written["format"], 2);
+    assert_eq!(written["format"], 3);
     assert_eq!(written["policy"]["preset"], "dev");
     assert_eq!(written["policy"]["require_sidecar_integrity"], true);
 
@@ -551,9 +551,9 @@ fn record_format_is_checked_on_read_s9() {
     assert_eq!(h.verdict, HealthVerdict::NeedsAttention);
     assert!(h.problems.iter().any(|p| p.area == Area::RunRecords));
 
-    // Format 2 without its policy is refused; unknown fields are refused.
+    // Format 3 without its policy is refused; unknown fields are refused.
     edit_json(&rec, |v| {
-        v["format"] = 2.into();
+        v["format"] = 3.into();
         v.as_object_mut().unwrap().remove("policy");
     });
     assert!(sy.status().unwrap_err().message().contains("policy"));
@@ -563,16 +563,26 @@ fn record_format_is_checked_on_read_s9() {
     });
     assert!(sy.status().unwrap_err().message().contains("surprise"));
 
-    // Format 1 (no policy) is still read, and undone under the handle's policy.
-    edit_json(&rec, |v| {
-        v["format"] = 1.into();
-        v.as_object_mut().unwrap().remove("surprise");
-        v.as_object_mut().unwrap().remove("policy");
-    });
-    assert_eq!(sy.status().unwrap().targets.len(), 3);
-    sy.rollback(RunSelector::Id(run.run_id), ApplyMode::Commit)
-        .unwrap();
-    assert!(sy.status().unwrap().targets.is_empty());
+    // Formats 1 and 2 kept backups beside their targets: refused with a message that
+    // says so (S8 migration), never read as a store name; nothing moves.
+    for old in [1, 2] {
+        edit_json(&rec, |v| {
+            v["format"] = old.into();
+            v.as_object_mut().unwrap().remove("surprise");
+        });
+        for e in [
+            sy.status().unwrap_err(),
+            sy.rollback(RunSelector::Id(run.run_id), ApplyMode::Commit)
+                .unwrap_err(),
+        ] {
+            assert!(
+                e.message().contains(&format!("format version {old}"))
+                    && e.message().contains("earlier switchyard"),
+                "{e}"
+            );
+        }
+        assert_eq!(f.tree(), applied, "nothing moved");
+    }
 }
 
 #[test]

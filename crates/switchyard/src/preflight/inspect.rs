@@ -56,16 +56,17 @@ pub fn resolve(root: &Root, p: &SafePath) -> std::io::Result<Node> {
     Ok(n)
 }
 
-fn resolved_hash(root: &Root, p: &SafePath) -> Option<String> {
-    resolve(root, p).ok().and_then(|n| n.sha256)
-}
+/// A backup a restore can put back: its store entry name, the node there now, its
+/// sidecar (the prior snapshot) and the hash of what the target resolved to before the
+/// run that made it.
+type FoundBackup = ((String, Node, Node), Option<String>);
 
-/// The newest live backup of `target` made by a link action, with its sidecar.
+/// The newest live backup of `target` made by a link action, in the store of `dir`.
 fn find_backup(
     dir: &OwnedFd,
     target: &SafePath,
     records: &[RunRecord],
-) -> Result<Option<(String, Node, Node)>, String> {
+) -> Result<Option<FoundBackup>, String> {
     let candidates = records
         .iter()
         .rev()
@@ -77,10 +78,17 @@ fn find_backup(
             continue;
         };
         // An unreadable newest backup is a stop, never a silent fall-back to an older one.
-        let n = Node::observe(dir, b, true)
-            .map_err(|e| format!("backup {b} cannot be inspected: {e}"))?;
+        let n = match crate::store::open(dir, false) {
+            Ok(Some(store)) => Node::observe(&store, b, true),
+            Ok(None) => Ok(Node::absent()),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| format!("backup {b} cannot be inspected: {e}"))?;
         if n.same_inode(&a.prior) {
-            return Ok(Some((b.to_owned(), n, a.prior.clone())));
+            return Ok(Some((
+                (b.to_owned(), n, a.prior.clone()),
+                a.before_hash.clone(),
+            )));
         }
     }
     Ok(None)
@@ -174,16 +182,20 @@ fn inspect_one(root: &Root, action: &Action, records: &[RunRecord]) -> Inspectio
         }
         ActionKind::Restore => {
             if let Some(dir) = &i.dir {
+                let mut resolved_before = None;
                 match find_backup(dir, t, records) {
-                    Ok(found) => i.restore_from = found,
+                    Ok(found) => {
+                        (i.restore_from, resolved_before) =
+                            found.map(|(f, h)| (Some(f), h)).unwrap_or_default()
+                    }
                     Err(why) => i.dir_error = Some(why),
                 }
-                if let Some((name, node, _)) = &i.restore_from {
+                if let Some((_, node, _)) = &i.restore_from {
+                    // A kept symlink resolves, once back at the target, to what the
+                    // target resolved to before the run that replaced it.
                     i.after_hash = match node.kind {
                         NodeKind::File => node.sha256.clone(),
-                        _ => SafePath::new(&format!("{}/{name}", t.parent()))
-                            .ok()
-                            .and_then(|p| resolved_hash(root, &p)),
+                        _ => resolved_before,
                     };
                 } else {
                     i.noop = already_restored(&i.current, t, records);

@@ -22,13 +22,14 @@ use crate::facts::{
 };
 use crate::failpoints::{self as fp, hit};
 use crate::handle::{ApplyMode, Switchyard};
-use crate::node::{lstat, sha256_bytes, NodeKind};
-use crate::path::NAME_MAX;
-use crate::plan::{ActionKind, Plan, RESERVED_PREFIX};
+use crate::node::{lstat, NodeKind};
+use crate::plan::{ActionKind, Plan};
 use crate::policy::RunPolicy;
 use crate::report::{ActionOutcome, ApplyReport};
 use crate::state::{ActionRecord, RunKind, RunRecord, RunStatus, StateDir, RECORD_FORMAT};
+use crate::store;
 use crate::txn::undo::undo_actions;
+use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
@@ -36,24 +37,15 @@ pub(crate) fn ms(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
 }
 
-/// `.switchyard.<name>.<suffix>`, with `name` replaced by a hash prefix when the
-/// result would exceed `NAME_MAX`.
-pub(crate) fn aux_name(name: &str, suffix: &str) -> String {
-    let full = format!("{RESERVED_PREFIX}{name}.{suffix}");
-    if full.len() <= NAME_MAX {
-        return full;
-    }
-    format!(
-        "{RESERVED_PREFIX}{}.{suffix}",
-        &sha256_bytes(name.as_bytes())[..16]
-    )
-}
-
-/// The first free backup name for `name` in `dir` (deterministic for a given tree).
-fn backup_name(dir: &OwnedFd, name: &str) -> Result<String> {
+/// The first free backup name for `name` in `store` (deterministic for a given tree;
+/// the first one when there is no store yet).
+fn backup_name(store: Option<&OwnedFd>, name: &str) -> Result<String> {
     for n in 1u32.. {
-        let cand = aux_name(name, &format!("{n}.bak"));
-        match lstat(dir, &cand) {
+        let cand = store::entry_name(name, &format!("{n}.bak"));
+        let Some(store) = store else {
+            return Ok(cand);
+        };
+        match lstat(store, &cand) {
             Ok(None) => return Ok(cand),
             Ok(Some(_)) => continue,
             Err(e) => {
@@ -68,6 +60,39 @@ fn backup_name(dir: &OwnedFd, name: &str) -> Result<String> {
     Err(Error::new(ErrorId::Generic, "no free backup name"))
 }
 
+/// Where each action happens: its target's directory (by action) and the stores.
+struct Places<'a> {
+    dirs: Vec<Option<&'a OwnedFd>>,
+    stores: Stores,
+}
+
+/// The stores of the directories a plan touches, opened once per directory.
+#[derive(Default)]
+struct Stores(BTreeMap<String, Option<OwnedFd>>);
+
+impl Stores {
+    /// The store of `dir` (root-relative `parent`), created when `create`. A store
+    /// someone else made (not ours, or open to others) is refused (S8, S9).
+    fn get(&mut self, parent: &str, dir: &OwnedFd, create: bool) -> Result<Option<&OwnedFd>> {
+        let known = self.0.get(parent).is_some_and(|s| s.is_some() || !create);
+        if !known {
+            let fd = store::open(dir, create).map_err(|e| {
+                Error::io(
+                    ErrorId::Policy,
+                    format!("{parent}: backup store {}", store::STORE_DIR),
+                    e,
+                )
+                .with_remediation(format!(
+                    "remove or fix {parent}/{} (it must be a directory owned by this user, mode 0700)",
+                    store::STORE_DIR
+                ))
+            })?;
+            self.0.insert(parent.to_owned(), fd);
+        }
+        Ok(self.0.get(parent).and_then(Option::as_ref))
+    }
+}
+
 fn outcome(r: &ActionRecord, after_kind: NodeKind) -> ActionOutcome {
     ActionOutcome {
         action_id: r.action_id,
@@ -77,7 +102,7 @@ fn outcome(r: &ActionRecord, after_kind: NodeKind) -> ActionOutcome {
         after_kind,
         before_hash: r.before_hash.clone(),
         after_hash: r.after_hash.clone(),
-        backup: r.backup.clone().filter(|_| !r.noop),
+        backup: r.backup.as_deref().filter(|_| !r.noop).map(store::shown),
         noop: r.noop,
     }
 }
@@ -184,27 +209,33 @@ impl Switchyard {
         if let Some(e) = crate::handle::preflight_error(&report) {
             return Err(fail(&mut em, e, n));
         }
+        let mut stores = Stores::default();
         let mut recs = Vec::with_capacity(n);
         for i in &items {
-            let (dir, name) = (i.dir.as_ref(), i.action.target.file_name());
-            let (stage, backup) = match (&i.restore_from, dir) {
-                _ if i.noop => (String::new(), None),
-                (Some((b, _, _)), _) => (b.clone(), None),
-                (None, _) => (
-                    aux_name(name, &format!("{}.stage", em.run_id.simple())),
-                    None,
-                ),
+            if i.noop {
+                recs.push(i.record(String::new(), None));
+                continue;
+            }
+            let name = i.action.target.file_name();
+            let st = match i.dir.as_ref() {
+                Some(d) => stores
+                    .get(i.action.target.parent(), d, false)
+                    .map_err(|e| fail(&mut em, e, n))?,
+                None => None,
             };
-            let backup = match dir {
-                Some(d) if !i.noop && i.current.kind != NodeKind::Absent => {
-                    Some(backup_name(d, name)?)
-                }
-                _ => backup,
+            let stage = match &i.restore_from {
+                Some((b, _, _)) => b.clone(),
+                None => store::entry_name(name, &format!("{}.stage", em.run_id.simple())),
+            };
+            let backup = match i.current.kind {
+                NodeKind::Absent => None,
+                _ => Some(backup_name(st, name).map_err(|e| fail(&mut em, e, n))?),
             };
             recs.push(i.record(stage, backup));
         }
         let changed = recs.iter().any(|r| !r.noop);
-        let dir_count = recs
+        // Each touched directory and its backup store are fsynced once (A4).
+        let dir_count = 2 * recs
             .iter()
             .filter(|r| !r.noop)
             .map(|r| r.target.parent())
@@ -236,8 +267,11 @@ impl Switchyard {
             });
         }
         let state = state.ok_or_else(|| Error::new(ErrorId::Generic, "state directory missing"))?;
-        let dirs: Vec<Option<&OwnedFd>> = items.iter().map(|i| i.dir.as_ref()).collect();
-        self.commit(plan, &state, &mut em, recs, &dirs, hash_ms)
+        let places = Places {
+            dirs: items.iter().map(|i| i.dir.as_ref()).collect(),
+            stores,
+        };
+        self.commit(plan, &state, &mut em, recs, places, hash_ms)
     }
 
     fn commit(
@@ -246,10 +280,11 @@ impl Switchyard {
         state: &StateDir,
         em: &mut Emitter,
         recs: Vec<ActionRecord>,
-        dirs: &[Option<&OwnedFd>],
+        places: Places<'_>,
         hash_ms: u64,
     ) -> Result<ApplyReport> {
         let n = recs.len();
+        let Places { dirs, mut stores } = places;
         let mut record = RunRecord {
             format: RECORD_FORMAT,
             run_id: em.run_id,
@@ -280,7 +315,7 @@ impl Switchyard {
         let mut sync = crate::durability::DirSync::default();
         let t_swap = Instant::now();
         let mut outcomes = Vec::with_capacity(n);
-        for (idx, (r, dir)) in record.actions.iter().zip(dirs).enumerate() {
+        for (idx, (r, dir)) in record.actions.iter().zip(&dirs).enumerate() {
             let t = Instant::now();
             if !r.noop {
                 let Some(dir) = dir else {
@@ -290,16 +325,32 @@ impl Switchyard {
                     );
                     return Err(self.abort(state, em, record, idx + 1, e));
                 };
-                let touched = sync.touch(r.target.parent(), dir);
-                if let Err(e) = touched
-                    .map_err(|e| Error::io(ErrorId::Generic, "dir handle", e))
-                    .and_then(|()| crate::swap::apply(dir, r, self.mechanics))
-                {
+                let parent = r.target.parent();
+                let swapped = stores.get(parent, dir, true).and_then(|st| {
+                    let st = st.ok_or_else(|| Error::new(ErrorId::Generic, "store not created"))?;
+                    sync.touch(parent, dir)
+                        .and_then(|()| sync.touch(&format!("{parent}/{}", store::STORE_DIR), st))
+                        .map_err(|e| Error::io(ErrorId::Generic, "dir handle", e))?;
+                    crate::swap::apply(dir, st, r, self.mechanics)
+                });
+                if let Err(e) = swapped {
                     return Err(self.abort(state, em, record, idx + 1, e));
                 }
             }
             outcomes.push((outcome(r, planned_kind(r)), ms(t)));
             self.progress("apply", idx + 1, n);
+        }
+        // A restore over an absent target may have moved the last entry out of its
+        // store: the store goes with its last backup (R6).
+        for (r, dir) in record.actions.iter().zip(&dirs) {
+            if let (false, ActionKind::Restore, None, Some(dir)) =
+                (r.noop, r.kind, r.backup.as_ref(), dir)
+            {
+                if let Err(e) = store::remove_if_empty(dir) {
+                    let e = Error::io(ErrorId::AtomicSwap, "removing an empty backup store", e);
+                    return Err(self.abort(state, em, record, n, e));
+                }
+            }
         }
         perf.swap_ms = ms(t_swap);
         let t_sync = Instant::now();

@@ -293,15 +293,20 @@ fn verify_backups(root: &Root, actions: &[ActionRecord]) -> Result<()> {
                 e,
             )
         })?;
-        let at = Node::observe(&dir, b, false).map_err(|e| {
+        let inspect = |e| {
             Error::io(
                 ErrorId::RestoreFailed,
                 format!("{}: inspecting backup", a.target),
                 e,
             )
-        })?;
-        if at.same_inode(&a.prior) {
-            crate::swap::verify_sidecar(&dir, a, b)?;
+        };
+        let store = crate::store::open(&dir, false).map_err(inspect)?;
+        let at = match &store {
+            Some(st) => Node::observe(st, b, false).map_err(inspect)?,
+            None => Node::absent(),
+        };
+        if let (true, Some(st)) = (at.same_inode(&a.prior), &store) {
+            crate::swap::verify_sidecar(st, a, b)?;
         } else if !Node::observe(&dir, a.target.file_name(), false)
             .is_ok_and(|t| t.same_inode(&a.prior))
         {

@@ -12,6 +12,8 @@ use crate::error::{Error, ErrorId, Result, TargetState};
 use crate::facts::{Emitter, Event, Fact, HashAlg, Stage, UndoFact};
 use crate::path::Root;
 use crate::state::ActionRecord;
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 
 /// Undoes `actions` in reverse, continuing past failures, then fsyncs the touched
 /// directories. Emits a fact per action through `em` when given (`stage`).
@@ -28,6 +30,8 @@ pub(crate) fn undo_actions(
     let mut changed = false;
     let mut failures: Vec<Error> = Vec::new();
     let mut states = Vec::new();
+    // The directories whose stores may have lost their last entry (R6).
+    let mut emptied: BTreeMap<String, OwnedFd> = BTreeMap::new();
     let total = actions.iter().filter(|a| !a.noop).count();
     for (done, a) in actions.iter().rev().filter(|a| !a.noop).enumerate() {
         on_step(done + 1, total);
@@ -41,9 +45,25 @@ pub(crate) fn undo_actions(
                 )
             })
             .and_then(|dir| {
-                sync.touch(a.target.parent(), &dir)
+                let store = crate::store::open(&dir, false).map_err(|e| {
+                    Error::io(
+                        ErrorId::RestoreFailed,
+                        format!("{}: opening the backup store", a.target),
+                        e,
+                    )
+                })?;
+                let parent = a.target.parent();
+                sync.touch(parent, &dir)
+                    .and_then(|()| match &store {
+                        Some(st) => {
+                            sync.touch(&format!("{parent}/{}", crate::store::STORE_DIR), st)
+                        }
+                        None => Ok(()),
+                    })
                     .map_err(|e| Error::io(ErrorId::Generic, "dir handle", e))?;
-                crate::swap::undo(&dir, a, verify, mech)
+                let r = crate::swap::undo(&dir, store.as_ref(), a, verify, mech);
+                emptied.entry(parent.to_owned()).or_insert(dir);
+                r
             });
         let (state, remediation) = match &r {
             Ok(_) => ("restored", "none needed".to_owned()),
@@ -69,6 +89,16 @@ pub(crate) fn undo_actions(
         match r {
             Ok(c) => changed |= c,
             Err(e) => failures.push(e),
+        }
+    }
+    // A store goes with its last entry, before the directories are synced (R6).
+    for (parent, dir) in &emptied {
+        if let Err(e) = crate::store::remove_if_empty(dir) {
+            failures.push(Error::io(
+                ErrorId::RestoreFailed,
+                format!("{parent}: removing the empty backup store"),
+                e,
+            ));
         }
     }
     if let Err(e) = sync.sync() {
