@@ -220,6 +220,7 @@ pub fn apply(ctx: &Ctx, manifest: &Path, commit: bool) -> CmdResult {
     // plan leaves no trace (the library guarantees it).
     let rep = sy.apply(&plan, mode).map_err(fail)?;
     out.json(&Done::of(&rep));
+    out.warnings(&rep.warnings);
     if !out.human() {
         return Ok(0);
     }
@@ -328,6 +329,7 @@ pub fn rollback(ctx: &Ctx, run: Option<Uuid>, commit: bool) -> CmdResult {
         run_failure(ctx, &sy, e, doc)
     })?;
     out.json(&Done::of(&rep));
+    out.warnings(&rep.warnings);
     if !out.human() {
         return Ok(0);
     }

@@ -93,6 +93,21 @@ impl Out {
         }
     }
 
+    /// Prints each warning as one line on stderr, whatever the output mode (O9: the
+    /// command succeeded, and `--json` also lists them under `warnings`).
+    pub fn warnings(&self, warnings: &[String]) {
+        let mut err = std::io::stderr().lock();
+        for w in warnings {
+            let _ = writeln!(
+                err,
+                "{}: {}: {}",
+                paint(self.color_err, Paint::Bold, "switchyard"),
+                paint(self.color_err, Paint::Yellow, "warning"),
+                one_line(w)
+            );
+        }
+    }
+
     /// Prints `e` as one line on stderr (plus, for failed rollbacks and recoveries,
     /// one line per target state, R5).
     pub fn error(&self, e: &Error) {

@@ -49,6 +49,9 @@ pub struct ApplyReport {
     pub facts_path: Option<PathBuf>,
     /// One outcome per action, in plan order.
     pub actions: Vec<ActionOutcome>,
+    /// Bookkeeping that failed after the commit point (O9): the change is in effect,
+    /// and `recover` (or the next mutating run) completes what is named here.
+    pub warnings: Vec<String>,
 }
 
 /// Which run to undo.
@@ -80,6 +83,9 @@ pub struct RollbackReport {
     pub facts_path: Option<PathBuf>,
     /// Targets restored (or, dry-run, to restore), in undo order.
     pub actions: Vec<RestoredTarget>,
+    /// Bookkeeping that failed after every target was restored (O9): `recover` (or
+    /// the next mutating run) completes what is named here.
+    pub warnings: Vec<String>,
 }
 
 /// One target of a rollback.

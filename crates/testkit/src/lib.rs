@@ -319,6 +319,9 @@ pub enum ChildEnd {
     Killed,
     /// It finished; `Ok(changed)` or `Err(error_id)`.
     Finished(Result<bool, String>),
+    /// It succeeded (the change is in effect, or fully undone) with warnings about
+    /// bookkeeping that failed after its commit point (O9).
+    Warned(Vec<String>),
 }
 
 /// Marker the child prints when it reaches the failpoint.

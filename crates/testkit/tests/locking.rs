@@ -125,6 +125,7 @@ fn concurrent_applies_serialize_on_the_lock_l1_l4() {
 fn failed_rollback_step_reports_every_target_r5() {
     let f = Fixture::new();
     let (sy, _) = engine_for(f.path(), Policy::dev());
+    let before = f.tree();
     let rep = sy
         .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
         .unwrap();
@@ -167,7 +168,19 @@ fn failed_rollback_step_reports_every_target_r5() {
         f.host("usr/bin/.switchyard/ls.1.bak").exists(),
         "the original is kept"
     );
-    assert!(!sy.status().unwrap().pending_journal);
+    // R8: the rollback could not finish, so it stays pending, visible to status and
+    // doctor, until the cause is fixed and `recover` (or any mutating run) ends it.
+    assert!(sy.status().unwrap().pending_journal, "R8: rollback pending");
+    assert_ne!(sy.doctor().verdict, switchyard::HealthVerdict::Ok);
+    std::fs::remove_file(f.host("usr/bin/ls")).unwrap();
+    sy.recover(ApplyMode::Commit).unwrap();
+    assert_eq!(
+        f.tree(),
+        before,
+        "R8: the finished rollback restored everything"
+    );
+    let st = sy.status().unwrap();
+    assert!(!st.pending_journal && st.targets.is_empty(), "{st:?}");
 }
 
 #[test]

@@ -264,6 +264,7 @@ impl Switchyard {
                 changed,
                 actions: outcomes,
                 facts_path: None,
+                warnings: Vec::new(),
             });
         }
         let state = state.ok_or_else(|| Error::new(ErrorId::Generic, "state directory missing"))?;
@@ -418,14 +419,15 @@ impl Switchyard {
                     Ok(())
                 }
             });
-        if let Err(e) = cleared {
-            let message = format!(
+        // O9: past the commit point the run is in effect, whatever the bookkeeping.
+        let warnings = match cleared {
+            Ok(()) => Vec::new(),
+            Err(e) => vec![format!(
                 "run {} committed and is in effect, but {}; the next run or `recover` completes it",
                 record.run_id,
                 e.message()
-            );
-            return Err(e.with_message(message).with_run_id(em.run_id));
-        }
+            )],
+        };
         em.flush();
         Ok(ApplyReport {
             run_id: em.run_id,
@@ -434,6 +436,7 @@ impl Switchyard {
             changed,
             actions: outcomes,
             facts_path: Some(state.facts_path(&em.run_id)),
+            warnings,
         })
     }
 

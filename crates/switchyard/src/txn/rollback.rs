@@ -112,6 +112,7 @@ impl Switchyard {
             idempotent_noop: idem,
             facts_path: facts,
             actions: targets.clone(),
+            warnings: Vec::new(),
         };
         if noop {
             finish(&mut em, false, true, None);
@@ -181,35 +182,40 @@ impl Switchyard {
                     Some((&mut em, Stage::Rollback)),
                     &|d, t| self.progress("rollback", d, t),
                 )
-            })
-            .and_then(|c| {
-                hit(fp::ROLLBACK_BEFORE_COMMIT)
-                    .map(|()| c)
-                    .map_err(|e| Error::io(ErrorId::RestoreFailed, "before rollback commit", e))
             });
         match undone {
             Ok(changed) => {
                 record.status = RunStatus::Committed;
                 record.changed = changed;
                 finish(&mut em, changed, !changed, None);
-                state.write_record(&record, &em.jsonl())?;
-                state.mark_undone(&target.run_id, &record.run_id)?;
-                state.clear_journal(&record.run_id)?;
-                Ok(report(
-                    &em,
-                    changed,
-                    !changed,
-                    Some(state.facts_path(&em.run_id)),
-                ))
+                // O9: every target is restored; what fails from here on is
+                // bookkeeping, which the journal (kept until the end) lets `recover`
+                // or the next mutating run complete.
+                let settled = hit(fp::ROLLBACK_BEFORE_COMMIT)
+                    .map_err(|e| Error::io(ErrorId::RestoreFailed, "before rollback commit", e))
+                    .and_then(|()| state.write_record(&record, &em.jsonl()))
+                    .and_then(|()| state.mark_undone(&target.run_id, &record.run_id))
+                    .and_then(|()| state.clear_journal(&record.run_id));
+                let mut rep = report(&em, changed, !changed, Some(state.facts_path(&em.run_id)));
+                if let Err(w) = settled {
+                    rep.warnings.push(format!(
+                        "run {} is rolled back (every target restored), but {}; `switchyard recover --commit` or the next run completes it",
+                        target.run_id,
+                        w.message()
+                    ));
+                }
+                Ok(rep)
             }
             Err(e) => {
-                // R5: the record names every target's state; the same rollback can be
-                // run again (undo is idempotent), so the journal is closed.
-                record.status = RunStatus::Undone;
-                record.error = Some(e.message().to_owned());
+                // R8: a rollback that cannot finish stays pending: its journal is
+                // kept, so `status` and `doctor` show the run as partly rolled back
+                // and the next mutating command or `recover` finishes it (R5: the
+                // error names every target's state).
                 finish(&mut em, true, false, Some(&e));
-                state.write_record(&record, &em.jsonl())?;
-                state.clear_journal(&record.run_id)?;
+                let e = e.with_remediation(format!(
+                    "the rollback of run {} is pending: fix the cause, then run `switchyard recover --commit` (or any mutating command) to finish it",
+                    target.run_id
+                ));
                 Err(e.with_run_id(em.run_id))
             }
         }

@@ -37,7 +37,8 @@ fn main() {
                 .iter()
                 .fold(PlanInput::default(), |i, (t, s)| i.link(sp(t), sp(s)));
             let plan = sy.plan(&input).unwrap_or_else(|e| panic!("plan: {e}"));
-            sy.apply(&plan, ApplyMode::Commit).map(|r| r.changed)
+            sy.apply(&plan, ApplyMode::Commit)
+                .map(|r| (r.changed, r.warnings))
         }
         "rollback" => {
             let id = sc
@@ -46,11 +47,19 @@ fn main() {
                 .and_then(|r| r.parse().ok())
                 .unwrap_or_else(|| panic!("rollback needs a run"));
             sy.rollback(RunSelector::Id(id), ApplyMode::Commit)
-                .map(|r| r.changed)
+                .map(|r| (r.changed, r.warnings))
         }
-        "recover" => sy.recover(ApplyMode::Commit).map(|r| r.changed),
+        "recover" => sy
+            .recover(ApplyMode::Commit)
+            .map(|r| (r.changed, Vec::new())),
         op => panic!("unknown op {op}"),
     };
-    let end = ChildEnd::Finished(result.map_err(|e| e.id().as_str().to_owned()));
+    let end = match result {
+        Ok((_, warnings)) if !warnings.is_empty() => ChildEnd::Warned(warnings),
+        r => ChildEnd::Finished(
+            r.map(|(changed, _)| changed)
+                .map_err(|e| e.id().as_str().to_owned()),
+        ),
+    };
     println!("{}", serde_json::to_string(&end).unwrap_or_default());
 }
