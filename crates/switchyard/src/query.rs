@@ -585,13 +585,31 @@ impl Switchyard {
                     Ok(r) => sd_health.records = Some(r.len()),
                     Err(e) => problem(Area::RunRecords, e.message().to_owned()),
                 }
+                match sd.stale_journal_temporaries() {
+                    Ok(t) if !t.is_empty() => problem(
+                        Area::PendingJournal,
+                        format!(
+                            "{} temporary journal file(s) left by an interrupted write ({}); `recover --commit` removes them",
+                            t.len(),
+                            t.join(", ")
+                        ),
+                    ),
+                    Ok(_) => {}
+                    Err(e) => problem(Area::PendingJournal, e.message().to_owned()),
+                }
                 match sd.pending() {
                     Ok(js) => {
                         pending = !js.is_empty();
                         if pending {
                             let list: Vec<String> = js
                                 .iter()
-                                .map(|j| format!("{} ({})", j.run_id, j.kind.as_str()))
+                                .map(|j| match (j.kind, j.target_run_id) {
+                                    (crate::state::RunKind::Rollback, Some(t)) => format!(
+                                        "{} (rollback of run {t}, not finished: the run is partly rolled back)",
+                                        j.run_id
+                                    ),
+                                    _ => format!("{} ({})", j.run_id, j.kind.as_str()),
+                                })
                                 .collect();
                             problem(
                                 Area::PendingJournal,

@@ -294,6 +294,52 @@ impl StateDir {
             .map_err(|e| io_err(format!("removing journal {run_id}"), e))
     }
 
+    /// Temporary files an interrupted write left in `journal/` (`.<run>.json.tmp`): a
+    /// journal that never became durable, so its run never mutated anything.
+    ///
+    /// # Errors
+    ///
+    /// The journal directory cannot be listed.
+    pub fn stale_journal_temporaries(&self) -> Result<Vec<String>> {
+        let Some(dir) = self
+            .sub(JOURNAL)
+            .map_err(|e| io_err("opening journal directory", e))?
+        else {
+            return Ok(Vec::new());
+        };
+        let mut names: Vec<String> = list(&dir)
+            .map_err(|e| io_err("listing journal directory", e))?
+            .into_iter()
+            .filter(|n| n.starts_with('.') && n.ends_with(".json.tmp"))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Removes the temporary files of [`Self::stale_journal_temporaries`]; call only
+    /// under the lock (no other run can be writing one).
+    ///
+    /// # Errors
+    ///
+    /// One cannot be removed.
+    pub fn remove_stale_journal_temporaries(&self) -> Result<usize> {
+        let names = self.stale_journal_temporaries()?;
+        if let (false, Some(dir)) = (
+            names.is_empty(),
+            self.sub(JOURNAL)
+                .map_err(|e| io_err("opening journal directory", e))?,
+        ) {
+            for n in &names {
+                match rustix::fs::unlinkat(&dir, n.as_str(), rustix::fs::AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(io_err(format!("removing {n}"), e.into())),
+                }
+            }
+            rustix::fs::fsync(&dir).map_err(|e| io_err("syncing journal directory", e.into()))?;
+        }
+        Ok(names.len())
+    }
+
     /// Every pending journal, oldest first.
     pub fn pending(&self) -> Result<Vec<RunRecord>> {
         let Some(dir) = self

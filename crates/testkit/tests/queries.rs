@@ -828,3 +828,34 @@ fn planted_fifos_in_the_state_dir_fail_never_hang_s9() {
         "{what}"
     );
 }
+
+/// Issue 8 #6: a kill between writing a journal's temporary file and renaming it
+/// leaves `journal/.<run>.json.tmp`, a journal that never became durable (its run
+/// changed nothing). `doctor` reports it; the next recovery (under the lock) removes
+/// it and changes nothing else.
+#[test]
+fn stale_temporary_journals_are_reported_and_removed_by_recovery() {
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    sy.apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    let tmp = f
+        .host(STATE)
+        .join("journal/.01a2191a-0274-7605-8772-66fed17b5c02.json.tmp");
+    std::fs::write(&tmp, b"{\"format\": 3, \"run_id\": \"trunc").unwrap();
+    let tree = f.tree();
+    let h = sy.doctor();
+    assert_eq!(h.verdict, HealthVerdict::NeedsAttention, "{:?}", h.problems);
+    assert!(
+        h.problems
+            .iter()
+            .any(|p| p.area == Area::PendingJournal && p.message.contains(".json.tmp")),
+        "{:?}",
+        h.problems
+    );
+    assert!(!sy.status().unwrap().pending_journal, "not a pending run");
+    sy.recover(ApplyMode::Commit).unwrap();
+    assert!(!tmp.exists(), "recovery removes it");
+    assert_eq!(f.tree(), tree, "and changes nothing else");
+    assert_eq!(sy.doctor().verdict, HealthVerdict::Ok);
+}

@@ -12,7 +12,9 @@
 //! the handle's for integrity checks, `RunPolicy::for_undo`); the lock is awaited as
 //! the pending runs' policies say.
 //!
-//! Then a `recovery` record is written and the journal removed. Each step is
+//! Then a `recovery` record is written and the journal removed. Temporary journal
+//! files an interrupted write left (`journal/.<run>.json.tmp`) are removed first: such
+//! a journal never became durable, so its run never mutated anything. Each step is
 //! idempotent and the journal goes last, so a crash during recovery is repaired by
 //! running it again. Every mutating entry point calls [`Switchyard::recover_locked`]
 //! under the lock before its own work.
@@ -74,6 +76,8 @@ impl Switchyard {
     /// Settles every pending journal; the caller holds the lock.
     pub(crate) fn recover_locked(&self, state: &StateDir) -> Result<RecoveryReport> {
         let mut rep = RecoveryReport::default();
+        // A journal that never became durable belongs to a run that changed nothing.
+        state.remove_stale_journal_temporaries()?;
         for j in state.pending()? {
             let outcome = planned_outcome(state, &j)?;
             let rules = RunPolicy::for_undo(&self.policy, j.policy.as_ref());
