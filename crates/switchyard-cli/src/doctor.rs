@@ -44,6 +44,10 @@ fn lines(h: &Health) -> Vec<(Paint, &'static str, String)> {
                 .map(|n| (Paint::Green, format!("{n} readable under {path}/runs"))),
             Area::PendingJournal if h.state_dir.opened => Some((Paint::Green, "none".into())),
             Area::PendingJournal => None,
+            Area::Targets if bad => None,
+            Area::Targets => h
+                .managed_targets
+                .map(|n| (Paint::Green, format!("{n} managed, all in effect"))),
             Area::Recover if h.recover.is_empty() => Some((Paint::Green, "do nothing".into())),
             Area::Recover => {
                 let list: Vec<String> = h

@@ -245,16 +245,19 @@ pub enum Area {
     PendingJournal,
     /// What recovery would do can be worked out.
     Recover,
+    /// Every managed target is still what its run made it (M4).
+    Targets,
 }
 
 impl Area {
     /// Every area, in report order.
-    pub const ALL: [Area; 5] = [
+    pub const ALL: [Area; 6] = [
         Area::StateDir,
         Area::Lock,
         Area::RunRecords,
         Area::PendingJournal,
         Area::Recover,
+        Area::Targets,
     ];
 
     /// The area's name in the report, e.g. `"state directory"`.
@@ -265,6 +268,7 @@ impl Area {
             Area::RunRecords => "run records",
             Area::PendingJournal => "pending journal",
             Area::Recover => "recover would",
+            Area::Targets => "managed targets",
         }
     }
 }
@@ -331,6 +335,9 @@ pub struct Health {
     /// What `recover --commit` would do, per interrupted run (from recovery's own
     /// dry-run logic).
     pub recover: Vec<RecoverStep>,
+    /// How many targets live runs manage, when their records could be read; each one
+    /// that is not in effect is a problem (M4).
+    pub managed_targets: Option<usize>,
     /// Everything that needs care, in report order.
     pub problems: Vec<Problem>,
     /// The summary: ok, needs attention, or pending recovery.
@@ -533,6 +540,7 @@ impl Switchyard {
         };
         let (mut pending_journals, mut recover) = (Vec::new(), Vec::new());
         let mut pending = false;
+        let mut managed = None;
         match self.open_state(false) {
             Err(e) => {
                 sd_health.exists = true;
@@ -584,6 +592,26 @@ impl Switchyard {
                 match sd.records() {
                     Ok(r) => sd_health.records = Some(r.len()),
                     Err(e) => problem(Area::RunRecords, e.message().to_owned()),
+                }
+                // M4: a managed target that is no longer what its run made it.
+                if let Ok(st) = self.status() {
+                    managed = Some(st.targets.len());
+                    for t in st
+                        .targets
+                        .iter()
+                        .filter(|t| t.state != DriftState::InEffect)
+                    {
+                        problem(
+                            Area::Targets,
+                            format!(
+                                "{} is {} (run {} made it; now {}): apply the manifest again to put it back, or roll the run back",
+                                t.path,
+                                t.state.as_str(),
+                                t.run_id,
+                                t.kind.as_str()
+                            ),
+                        );
+                    }
                 }
                 match sd.stale_journal_temporaries() {
                     Ok(t) if !t.is_empty() => problem(
@@ -650,6 +678,7 @@ impl Switchyard {
             lock,
             pending_journals,
             recover,
+            managed_targets: managed,
             problems,
             verdict,
             exit_code: verdict.exit_code(),

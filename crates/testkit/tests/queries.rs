@@ -98,6 +98,19 @@ fn status_classifies_targets_in_effect_drifted_missing_m4() {
     assert_eq!(states, ["drifted", "drifted", "missing"]);
     assert_eq!(j["pending_journal"], false);
 
+    // M4: doctor fails on drift, one line per target that is not in effect.
+    let h = sy.doctor();
+    assert_eq!(h.verdict, HealthVerdict::NeedsAttention);
+    assert_ne!(h.exit_code, 0);
+    let lines: Vec<&str> = h
+        .problems_in(Area::Targets)
+        .map(|p| p.message.as_str())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("usr/bin/new is missing")));
+
     // Re-applying the manifest puts every target back in effect (M4).
     sy.apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
         .unwrap();
@@ -105,6 +118,13 @@ fn status_classifies_targets_in_effect_drifted_missing_m4() {
     let st = sy.status().unwrap();
     assert!(st.targets.iter().all(|t| t.state == DriftState::InEffect));
     assert!(sink.facts().is_empty(), "status emits no facts");
+    let h = sy.doctor();
+    assert_eq!(
+        (h.verdict, h.managed_targets),
+        (HealthVerdict::Ok, Some(3)),
+        "{:?}",
+        h.problems
+    );
 }
 
 #[test]
