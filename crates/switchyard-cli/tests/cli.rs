@@ -910,3 +910,49 @@ fn preflight_and_apply_agree_on_a_restore_without_backup_d4_o8() {
         .contains("preflight stopped 1 of 1 actions; first: usr/bin/ls:"));
     assert_eq!(sb.snapshot(), before, "nothing was changed");
 }
+
+/// Issue 8 #5 (L1, A4): a plan holds one descriptor per directory, not per action. A
+/// 1 200-link `[[link_dir]]` applies and rolls back exactly under `prlimit --nofile=64`
+/// (it stopped with "Too many open files" at the common default of 1024 before).
+#[test]
+fn a_large_plan_runs_at_a_small_open_file_limit() {
+    let sb = Sandbox::empty();
+    for i in 0..1200 {
+        sb.write(&format!("usr/bin/t{i:04}"), b"#!/bin/sh\n", 0o755);
+        sb.write(
+            &format!("usr/lib/alt/t{i:04}"),
+            b"#!/bin/sh\necho alt\n",
+            0o755,
+        );
+    }
+    let m = sb.manifest(
+        "m.toml",
+        dev_manifest("[[link_dir]]\ntargets = \"usr/bin\"\nsources = \"usr/lib/alt\"\n"),
+    );
+    let before = sb.tree();
+    let limited = |args: &[&str]| {
+        let mut full: Vec<String> = ["--nofile=64", BIN, "--root"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        full.push(sb.root().display().to_string());
+        full.extend(args.iter().map(|s| s.to_string()));
+        let o = std::process::Command::new("prlimit")
+            .args(&full)
+            .output()
+            .expect("prlimit (util-linux)");
+        assert!(
+            o.status.success(),
+            "{args:?} at nofile=64: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    limited(&["apply", m.to_str().unwrap(), "--commit"]);
+    assert_eq!(
+        std::fs::read_link(sb.host("usr/bin/t0999")).unwrap(),
+        std::path::Path::new("../lib/alt/t0999")
+    );
+    limited(&["rollback", "--last", "--commit"]);
+    assert_eq!(sb.tree(), before, "R2/R6");
+}

@@ -9,6 +9,7 @@ use crate::plan::{Action, ActionKind, Plan};
 use crate::state::RunRecord;
 use rustix::fs::OFlags;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 /// What stops `name` in `dir` from being swapped: mount flags and inode attributes.
 fn immovable(dir: &OwnedFd, name: &str, current: &Node) -> Vec<String> {
@@ -107,13 +108,26 @@ fn already_restored(current: &Node, target: &SafePath, records: &[RunRecord]) ->
         })
 }
 
-/// Observes every action of `plan` (see [`Inspection`]).
+/// Observes every action of `plan` (see [`Inspection`]). Each target directory is
+/// opened once and shared by its actions, so a plan holds one descriptor per
+/// directory, not per action (a 100 000-link plan runs at `ulimit -n 1024`).
 pub fn inspect(root: &Root, plan: &Plan, records: &[RunRecord]) -> Vec<Inspection> {
-    let targets: Vec<&str> = plan.actions.iter().map(|a| a.target.as_str()).collect();
+    let targets: std::collections::HashSet<&str> =
+        plan.actions.iter().map(|a| a.target.as_str()).collect();
+    let mut dirs: std::collections::HashMap<String, Arc<OwnedFd>> = Default::default();
     plan.actions
         .iter()
         .map(|a| {
-            let mut i = inspect_one(root, a, records);
+            let parent = a.target.parent();
+            let dir = match dirs.get(parent) {
+                Some(d) => Ok(Arc::clone(d)),
+                None => root.open_parent(&a.target).map(|d| {
+                    let d = Arc::new(d);
+                    dirs.insert(parent.to_owned(), Arc::clone(&d));
+                    d
+                }),
+            };
+            let mut i = inspect_one(root, a, dir, records);
             if let Some(src) = &a.source {
                 i.source_through = root.first_visited(src, |p| targets.contains(&p));
             }
@@ -122,7 +136,12 @@ pub fn inspect(root: &Root, plan: &Plan, records: &[RunRecord]) -> Vec<Inspectio
         .collect()
 }
 
-fn inspect_one(root: &Root, action: &Action, records: &[RunRecord]) -> Inspection {
+fn inspect_one(
+    root: &Root,
+    action: &Action,
+    dir: std::io::Result<Arc<OwnedFd>>,
+    records: &[RunRecord],
+) -> Inspection {
     let mut i = Inspection {
         action: action.clone(),
         dir: None,
@@ -139,7 +158,7 @@ fn inspect_one(root: &Root, action: &Action, records: &[RunRecord]) -> Inspectio
         source_through: None,
     };
     let t = &action.target;
-    match root.open_parent(t) {
+    match dir {
         Ok(d) => i.dir = Some(d),
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
             i.dir_error = Some(format!(

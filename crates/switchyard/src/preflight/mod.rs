@@ -131,8 +131,9 @@ impl PreflightReport {
 pub struct Inspection {
     /// The action inspected.
     pub action: Action,
-    /// The target's directory, when it could be opened safely.
-    pub dir: Option<OwnedFd>,
+    /// The target's directory, when it could be opened safely (shared by every
+    /// action in that directory).
+    pub dir: Option<std::sync::Arc<OwnedFd>>,
     /// Why the directory could not be opened.
     pub dir_error: Option<String>,
     /// The target now (hashed).

@@ -217,7 +217,7 @@ impl Switchyard {
                 continue;
             }
             let name = i.action.target.file_name();
-            let st = match i.dir.as_ref() {
+            let st = match i.dir.as_deref() {
                 Some(d) => stores
                     .get(i.action.target.parent(), d, false)
                     .map_err(|e| fail(&mut em, e, n))?,
@@ -269,7 +269,7 @@ impl Switchyard {
         }
         let state = state.ok_or_else(|| Error::new(ErrorId::Generic, "state directory missing"))?;
         let places = Places {
-            dirs: items.iter().map(|i| i.dir.as_ref()).collect(),
+            dirs: items.iter().map(|i| i.dir.as_deref()).collect(),
             stores,
         };
         self.commit(plan, &state, &mut em, recs, places, hash_ms)
