@@ -809,11 +809,18 @@ fn root_must_exist() {
 }
 
 #[test]
-fn doctor_flags_a_world_writable_state_dir() {
+fn a_world_writable_state_dir_is_refused_and_doctor_says_why_s9() {
     use std::os::unix::fs::PermissionsExt;
     let sb = Sandbox::new();
     commit(&sb, &standard(&sb));
     std::fs::set_permissions(sb.state(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let st = sb.run(&["status"]);
+    st.expect(10);
+    assert!(
+        st.stderr.contains("writable by group or others"),
+        "{}",
+        st.stderr
+    );
     let r = sb.run(&["--json", "doctor"]);
     r.expect(1);
     let j = r.json();
@@ -821,7 +828,7 @@ fn doctor_flags_a_world_writable_state_dir() {
     assert!(j["problems"][0]
         .as_str()
         .unwrap()
-        .contains("world-writable"));
+        .contains("writable by group or others"));
     let human = sb.run(&["doctor"]);
     human.expect(1);
     assert!(human.stdout.contains("FIX"));

@@ -171,6 +171,61 @@ fn io_err(what: impl std::fmt::Display, e: io::Error) -> Error {
     Error::io(ErrorId::Generic, what, e)
 }
 
+/// S9: the state directory and every ancestor up to `/` must be owned by root or by
+/// the effective user, and not writable by group or others — except an ancestor that
+/// is root's and sticky (`/tmp`), where nobody else can rename or remove our entry.
+/// The ancestors are the real ones: walked with `openat(dir, "..")` from the opened
+/// directory, never re-resolved from the path string; `/` is where `..` is itself.
+fn check_trusted(fd: &OwnedFd, path: &std::path::Path) -> Result<()> {
+    let euid = rustix::process::geteuid().as_raw();
+    let refuse = |what: String| {
+        Error::new(
+            ErrorId::Policy,
+            format!("state directory {}: {what}; its records cannot be trusted (S9)", path.display()),
+        )
+        .with_remediation(
+            "make it and every directory above it owned by root (or by you) and not writable by group or others (e.g. `chmod go-w`), or choose another --state-dir",
+        )
+    };
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut dir = fd
+        .try_clone()
+        .map_err(|e| io_err("state directory handle", e))?;
+    let mut own = true;
+    // For messages only: the ancestors are checked through `..`, not by these names.
+    let canonical = std::fs::canonicalize(path).ok();
+    let mut level = 0;
+    loop {
+        let st = rustix::fs::fstat(&dir)
+            .map_err(|e| io_err("examining the state directory", e.into()))?;
+        let mode = st.st_mode & 0o7777;
+        let which = match canonical.as_ref().and_then(|c| c.ancestors().nth(level)) {
+            _ if own => "it".to_owned(),
+            Some(a) => format!("an ancestor, {},", a.display()),
+            None => "an ancestor".to_owned(),
+        };
+        if st.st_uid != 0 && st.st_uid != euid {
+            return Err(refuse(format!("{which} is owned by uid {}", st.st_uid)));
+        }
+        let sticky_root = !own && st.st_uid == 0 && mode & 0o1000 != 0;
+        if mode & 0o022 != 0 && !sticky_root {
+            return Err(refuse(format!(
+                "{which} is writable by group or others (mode {mode:04o})"
+            )));
+        }
+        let parent = openat(&dir, "..", flags, Mode::empty())
+            .map_err(|e| io_err("examining the state directory's ancestors", e.into()))?;
+        let up =
+            rustix::fs::fstat(&parent).map_err(|e| io_err("examining an ancestor", e.into()))?;
+        if (up.st_dev, up.st_ino) == (st.st_dev, st.st_ino) {
+            return Ok(());
+        }
+        dir = parent;
+        own = false;
+        level += 1;
+    }
+}
+
 impl StateDir {
     /// Opens the state directory; with `create`, makes it (and missing parents).
     /// Returns `None` when it does not exist and `create` is false.
@@ -250,6 +305,7 @@ impl StateDir {
                 ))
             }
         };
+        check_trusted(&fd, &path)?;
         Ok(Some(StateDir { path, fd }))
     }
 

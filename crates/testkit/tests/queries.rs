@@ -336,32 +336,58 @@ fn doctor_is_ok_on_a_fresh_root_and_never_creates_the_state_dir() {
 }
 
 #[test]
-fn doctor_flags_a_world_writable_state_dir_s9() {
+fn a_state_dir_others_can_write_is_refused_by_every_command_s9() {
     let f = Fixture::new();
     let (sy, _) = f.engine();
-    sy.apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
-        .unwrap();
-    std::fs::set_permissions(f.host(STATE), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let h = sy.doctor();
-    assert_eq!(h.verdict, HealthVerdict::NeedsAttention);
-    assert_eq!(h.exit_code, 1);
-    assert_eq!(h.error_id, Some(ErrorId::Generic));
-    assert_eq!(h.state_dir.mode, Some(0o777));
-    assert_eq!(h.problems.len(), 1, "{:?}", h.problems);
-    assert_eq!(h.problems[0].area, Area::StateDir);
-    assert!(h.problems[0].message.contains("world-writable"));
-    let e = h.error().unwrap();
-    assert_eq!(e.id(), ErrorId::Generic);
-    let j = serde_json::to_value(&h).unwrap();
-    assert!(j["problems"][0]
-        .as_str()
-        .unwrap()
-        .starts_with("state directory: "));
-    assert_eq!(j["verdict"], "needs_attention");
-    assert_eq!(j["exit_code"], 1);
-    assert_eq!(j["error_id"], "E_GENERIC");
-
-    std::fs::set_permissions(f.host(STATE), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let plan = sy.plan(&standard_input()).unwrap();
+    sy.apply(&plan, ApplyMode::Commit).unwrap();
+    let chmod = |rel: &str, mode: u32| {
+        std::fs::set_permissions(f.host(rel), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let refused = |what: &str| {
+        let tree = f.tree();
+        for e in [
+            sy.status().unwrap_err(),
+            sy.runs().unwrap_err(),
+            sy.apply(&plan, ApplyMode::Commit).unwrap_err(),
+            sy.rollback(RunSelector::Last, ApplyMode::Commit)
+                .unwrap_err(),
+            sy.recover(ApplyMode::Commit).unwrap_err(),
+        ] {
+            assert_eq!(e.id(), ErrorId::Policy, "{e}");
+            assert!(e.message().contains(what), "{e}");
+            assert!(e.remediation().unwrap().contains("chmod go-w"), "{e:?}");
+        }
+        assert_eq!(f.tree(), tree, "nothing moved");
+        let h = sy.doctor();
+        assert_eq!(h.verdict, HealthVerdict::NeedsAttention);
+        assert_eq!(h.exit_code, 1);
+        assert!(
+            h.problems
+                .iter()
+                .any(|p| p.area == Area::StateDir && p.message.contains(what)),
+            "{:?}",
+            h.problems
+        );
+    };
+    chmod(STATE, 0o777);
+    refused("it is writable by group or others (mode 0777)");
+    chmod(STATE, 0o700);
+    // An ancestor others can write is as bad: they could swap the directory out.
+    chmod("var/lib", 0o777);
+    refused("an ancestor");
+    // A sticky ancestor (like /tmp) is fine when root owns it: nobody else can
+    // rename or remove our entry in it. Owned by anyone else, it is not.
+    chmod("var/lib", 0o1777);
+    if switchyard_testkit::is_root() {
+        assert!(
+            sy.status().is_ok(),
+            "a root-owned sticky ancestor is trusted"
+        );
+    } else {
+        refused("an ancestor");
+    }
+    chmod("var/lib", 0o755);
     assert_eq!(sy.doctor().verdict, HealthVerdict::Ok);
 }
 
