@@ -2,7 +2,12 @@
 //!
 //! [`Tree::capture`] records everything R2 promises to restore — kind, bytes, mode,
 //! uid, gid, mtime, xattrs, link text — for every entry under a directory, so tests
-//! can assert "identical to before" with one `assert_eq!`.
+//! can assert "identical to before" with one `assert_eq!`. [`deb`] builds real Debian
+//! packages and runs the real dpkg over a temp root (T7).
+
+pub mod deb;
+
+pub use deb::{get_cap, run_as_nobody, set_cap, CmdOut, Deb, DebBuilder, DpkgRoot};
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
