@@ -15,6 +15,7 @@ MANIFEST (TOML; every path is relative to --root, `/x` means <root>/x):
   require_sidecar_integrity = true
   require_smoke_runner = true      # production refuses to commit without [[smoke.check]]
   disable_auto_rollback = false
+  allow_alternatives_takeover = false  # swap targets that resolve through etc/alternatives
   strict_source_ownership = true
   lock_timeout_ms = 10000
   max_plan_actions = 10000

@@ -434,6 +434,60 @@ fn rollback_by_id_restores_exactly_and_is_idempotent_r2_r3_r7() {
     assert!(human.stdout.contains("nothing left to undo"));
 }
 
+/// M6: `usr/bin/editor -> /etc/alternatives/editor -> /usr/bin/vim.basic` stops
+/// `preflight` and `apply --commit` with exit 10 and a reason naming
+/// `update-alternatives --set`; with `allow_alternatives_takeover = true` in the
+/// manifest it applies, and rollback puts the alternatives symlink back exactly.
+#[test]
+fn alternatives_target_exits_10_unless_the_manifest_allows_takeover_m6() {
+    let sb = Sandbox::new();
+    sb.write("usr/bin/vim.basic", b"#!/bin/sh\necho vim\n", 0o755);
+    sb.write("usr/lib/alt/editor", b"#!/bin/sh\necho alt-editor\n", 0o755);
+    std::fs::create_dir_all(sb.host("etc/alternatives")).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/vim.basic", sb.host("etc/alternatives/editor")).unwrap();
+    std::os::unix::fs::symlink("/etc/alternatives/editor", sb.host("usr/bin/editor")).unwrap();
+    let link = "[[link]]\ntarget = \"usr/bin/editor\"\nsource = \"usr/lib/alt/editor\"\n";
+    let m = sb.manifest("m.toml", dev_manifest(link));
+    let m = m.display().to_string();
+    let before = sb.snapshot();
+
+    let pre = sb.run(&["preflight", &m]);
+    pre.expect(10);
+    assert!(pre.stdout.contains("STOP"), "{}", pre.stdout);
+    let reason = "usr/bin/editor is managed by update-alternatives (etc/alternatives/editor); \
+                  use `update-alternatives --set editor <path>` or allow takeover with policy \
+                  `allow_alternatives_takeover`";
+    assert!(pre.stderr.contains(reason), "{}", pre.stderr);
+    assert_eq!(pre.stderr.lines().count(), 1, "{}", pre.stderr);
+    let json = sb.run(&["--json", "preflight", &m]);
+    json.expect(10);
+    assert_eq!(json.json()["error_id"], "E_POLICY");
+    let apply = sb.run(&["apply", &m, "--commit"]);
+    apply.expect(10);
+    assert!(apply.stderr.contains("update-alternatives --set editor"));
+    assert_eq!(sb.snapshot(), before, "a stopped preflight changes nothing");
+
+    let tree = sb.tree();
+    let allow = sb.manifest(
+        "allow.toml",
+        dev_manifest(&format!("allow_alternatives_takeover = true\n{link}")),
+    );
+    let allow = allow.display().to_string();
+    sb.run(&["preflight", &allow]).expect(0);
+    let j = commit(&sb, &allow);
+    assert_eq!(j["changed"], true);
+    assert_eq!(
+        std::fs::read_link(sb.host("usr/bin/editor")).unwrap(),
+        std::path::Path::new("../lib/alt/editor")
+    );
+    sb.run(&["rollback", "--last", "--commit"]).expect(0);
+    assert_eq!(
+        sb.tree(),
+        tree,
+        "R2: usr/bin/editor -> /etc/alternatives/editor again"
+    );
+}
+
 #[test]
 fn rollback_last_and_unknown_run() {
     let sb = Sandbox::new();

@@ -59,6 +59,7 @@ struct RawPolicy {
     require_sidecar_integrity: Option<bool>,
     require_smoke_runner: Option<bool>,
     disable_auto_rollback: Option<bool>,
+    allow_alternatives_takeover: Option<bool>,
     strict_source_ownership: Option<bool>,
     lock_timeout_ms: Option<u64>,
     max_plan_actions: Option<Spanned<usize>>,
@@ -317,6 +318,10 @@ impl Manifest {
             );
             set(&mut policy.require_smoke_runner, p.require_smoke_runner);
             set(&mut policy.disable_auto_rollback, p.disable_auto_rollback);
+            set(
+                &mut policy.allow_alternatives_takeover,
+                p.allow_alternatives_takeover,
+            );
             set(
                 &mut policy.strict_source_ownership,
                 p.strict_source_ownership,

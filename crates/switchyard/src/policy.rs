@@ -49,6 +49,12 @@ pub struct Policy {
     pub allow_degraded_fs: bool,
     /// Keep the swaps when smoke fails (H3); the run still fails with `E_SMOKE`.
     pub disable_auto_rollback: bool,
+    /// Swap a target managed by update-alternatives — one whose symlink chain passes
+    /// through `etc/alternatives` (M6) — instead of stopping preflight. Off in both
+    /// presets: such a target is normally changed with `update-alternatives --set`,
+    /// and update-alternatives rewrites the link when that alternative's packages
+    /// change. Rollback puts the alternatives symlink back exactly.
+    pub allow_alternatives_takeover: bool,
     /// Longest wait for the lock before `E_LOCKING` (L2).
     pub lock_timeout_ms: u64,
     /// Largest plan accepted.
@@ -72,6 +78,7 @@ impl Policy {
             require_sidecar_integrity: true,
             allow_degraded_fs: false,
             disable_auto_rollback: false,
+            allow_alternatives_takeover: false,
             lock_timeout_ms: 10_000,
             max_plan_actions: 10_000,
         }
@@ -201,6 +208,12 @@ mod tests {
             .contains("allow_roots"));
         pol.allow_roots.clear();
         assert!(pol.deny_reason(&p("usr/bin/ls")).is_some());
+    }
+
+    #[test]
+    fn alternatives_takeover_is_off_in_both_presets_m6() {
+        assert!(!Policy::production().allow_alternatives_takeover);
+        assert!(!Policy::dev().allow_alternatives_takeover);
     }
 
     #[test]

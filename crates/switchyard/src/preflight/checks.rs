@@ -15,6 +15,7 @@ pub fn builtin_checks() -> Vec<Box<dyn Check>> {
         Box::new(Movable),
         Box::new(SourceUsable),
         Box::new(RestoreSource),
+        Box::new(Alternatives),
     ]
 }
 
@@ -135,6 +136,37 @@ impl Check for RestoreSource {
                     out.note(format!("restores backup {name}"));
                 }
             }
+        }
+    }
+}
+
+/// M6: a target whose symlink chain passes through `etc/alternatives` is managed by
+/// update-alternatives, which rewrites it on every package change of that
+/// alternative: it is changed through `update-alternatives --set`, unless policy
+/// `allow_alternatives_takeover` lets Switchyard take it over. An action already in
+/// effect changes nothing and is let through.
+struct Alternatives;
+impl Check for Alternatives {
+    fn check(&self, cx: &CheckContext<'_>, i: &Inspection, out: &mut Findings) {
+        let Some(alt) = &i.alternatives else {
+            return;
+        };
+        if i.noop {
+            return;
+        }
+        let t = &i.action.target;
+        if cx.policy.allow_alternatives_takeover {
+            out.note(format!(
+                "{t} is managed by update-alternatives ({alt}); taken over \
+                 (allow_alternatives_takeover)"
+            ));
+        } else {
+            let name = alt.rsplit('/').next().unwrap_or(alt);
+            out.stop(format!(
+                "{t} is managed by update-alternatives ({alt}); use \
+                 `update-alternatives --set {name} <path>` or allow takeover with policy \
+                 `allow_alternatives_takeover`"
+            ));
         }
     }
 }

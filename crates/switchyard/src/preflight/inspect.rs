@@ -108,6 +108,16 @@ fn already_restored(current: &Node, target: &SafePath, records: &[RunRecord]) ->
         })
 }
 
+/// The directory update-alternatives keeps its links in (`/etc/alternatives`), as a
+/// root-relative prefix.
+const ALTERNATIVES_DIR: &str = "etc/alternatives/";
+
+/// Whether root-relative `p` is an entry of `etc/alternatives` (M6).
+fn is_alternatives_link(p: &str) -> bool {
+    p.strip_prefix(ALTERNATIVES_DIR)
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+}
+
 /// Observes every action of `plan` (see [`Inspection`]). Each target directory is
 /// opened once and shared by its actions, so a plan holds one descriptor per
 /// directory, not per action (a 100 000-link plan runs at `ulimit -n 1024`).
@@ -130,6 +140,11 @@ pub fn inspect(root: &Root, plan: &Plan, records: &[RunRecord]) -> Vec<Inspectio
             let mut i = inspect_one(root, a, dir, records);
             if let Some(src) = &a.source {
                 i.source_through = root.first_visited(src, |p| targets.contains(&p));
+            }
+            // M6: the chain of a symlinked target, followed inside the root through
+            // its directory handles, passes through etc/alternatives/NAME.
+            if i.current.kind == NodeKind::Symlink {
+                i.alternatives = root.first_visited(&a.target, is_alternatives_link);
             }
             i
         })
@@ -156,6 +171,7 @@ fn inspect_one(
         immovable: Vec::new(),
         resolved: None,
         source_through: None,
+        alternatives: None,
     };
     let t = &action.target;
     match dir {

@@ -1,4 +1,4 @@
-//! Preflight (S1, S3, S7, D4): inspect every action's target and source, then run a
+//! Preflight (S1, S3, S7, D4, M6): inspect every action's target and source, then run a
 //! list of checks that each may stop or warn.
 //!
 //! Contract: preflight never mutates. It yields one [`PreflightRow`] per action,
@@ -157,6 +157,9 @@ pub struct Inspection {
     pub after_hash: Option<String>,
     /// Why the target's filesystem or attributes forbid the swap (S2), if they do.
     pub immovable: Vec<String>,
+    /// The `etc/alternatives/NAME` link that resolving the target (a symlink) passes
+    /// through, root-relative: the target is managed by update-alternatives (M6).
+    pub alternatives: Option<String>,
 }
 
 impl Inspection {
