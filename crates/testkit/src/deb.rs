@@ -526,11 +526,16 @@ impl DpkgRoot {
     }
 }
 
-/// Runs `cmd args` as user and group `nobody` (65534) with no supplementary groups,
-/// through `setpriv --reuid 65534 --regid 65534 --clear-groups` (util-linux): what an
-/// unprivileged user can do with a kept original (S8). Needs root. Returns the exit
-/// status and output, whatever they are (a refusal is the point of most S8 checks);
-/// panics only when setpriv cannot be started.
+/// Runs `cmd args` as user and group `nobody` (65534) with no supplementary groups:
+/// what an unprivileged user can do with a kept original (S8). Needs root. Returns
+/// the exit status and output, whatever they are (a refusal is the point of most S8
+/// checks); panics only when setpriv cannot be started.
+///
+/// It runs `setpriv --reuid 65534 --regid 65534 --clear-groups -- env CMD ARGS`
+/// (util-linux): setpriv (2.38) execs its argument while it still holds root's
+/// capabilities, so `setpriv … -- /store/prog` would reach a program in a 0700
+/// directory that uid 65534 cannot search (and run it, if it is not a script); `env`
+/// does the exec as the unprivileged user. The kit's test pins this.
 pub fn run_as_nobody(cmd: &str, args: &[&str]) -> CmdOut {
     let mut all = vec![
         "--reuid",
@@ -539,6 +544,7 @@ pub fn run_as_nobody(cmd: &str, args: &[&str]) -> CmdOut {
         "65534",
         "--clear-groups",
         "--",
+        "env",
         cmd,
     ];
     all.extend_from_slice(args);

@@ -402,9 +402,11 @@ fn set_state_is_what_dpkg_reports_t7_m3() {
     );
 }
 
-/// The S8 helpers: `run_as_nobody` really drops to uid/gid 65534 without groups and
-/// is refused a program inside a 0700 directory but not one outside it; `set_cap` /
-/// `get_cap` round-trip file capabilities.
+/// The S8 helpers: `run_as_nobody` really drops to uid/gid 65534 without groups
+/// before the exec, so it is refused a program — an ELF binary or a script — inside a
+/// 0700 directory, and runs the same program outside it (a bare `setpriv -- PATH`
+/// would run the ELF one: setpriv execs with root's capabilities still held);
+/// `set_cap` / `get_cap` round-trip file capabilities.
 #[test]
 #[cfg_attr(testkit_not_root, ignore = "needs root: setpriv, setcap")]
 fn nobody_and_capability_helpers_t7_s8() {
@@ -425,11 +427,19 @@ fn nobody_and_capability_helpers_t7_s8() {
     assert_eq!((ok.code(), ok.stdout.as_str()), (0, "beta v1\n"), "{ok:?}");
     let bak = swap_by_hand(&r, "beta", "/usr/bin/beta");
     let refused = run_as_nobody(bak.to_str().unwrap(), &[]);
-    assert!(
-        !refused.status.success() && refused.stderr.contains("Permission denied"),
-        "{refused:?}"
-    );
+    assert_eq!(refused.code(), 126, "{refused:?}");
+    assert!(refused.stderr.contains("Permission denied"), "{refused:?}");
     assert!(refused.stdout.is_empty(), "{refused:?}");
+    // An ELF program: runs from usr/bin, refused from the 0700 store.
+    let elf = std::fs::read("/usr/bin/true").unwrap();
+    for p in ["usr/bin/true", "usr/bin/.switchyard/true"] {
+        std::fs::write(r.host(p), &elf).unwrap();
+        std::fs::set_permissions(r.host(p), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let free = run_as_nobody(r.host("usr/bin/true").to_str().unwrap(), &[]);
+    assert_eq!(free.code(), 0, "{free:?}");
+    let kept = run_as_nobody(r.host("usr/bin/.switchyard/true").to_str().unwrap(), &[]);
+    assert_eq!(kept.code(), 126, "{kept:?}");
 
     let alpha = r.host("usr/bin/alpha");
     assert_eq!(get_cap(&alpha), None);
