@@ -9,45 +9,17 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use switchyard::{ApplyMode, ErrorId, PlanInput, RunSelector};
-use switchyard_testkit::{assert_root, sp, Fixture};
+use switchyard_testkit::{assert_root, get_cap, run_as_nobody, set_cap, sp, Fixture};
 
-/// Runs `argv` as uid/gid 65534 with no supplementary groups; (success, stdout).
-/// `env` does the exec: setpriv (util-linux 2.38) execs its argument while it still
-/// holds root's capabilities, so `setpriv … -- /path` would reach a path uid 65534
-/// cannot search.
+/// Runs `argv` as uid/gid 65534 (the kit's `run_as_nobody`); (success, stdout).
 fn as_nobody(argv: &[&str]) -> (bool, String) {
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "--",
-            "env",
-        ])
-        .args(argv)
-        .output()
-        .unwrap_or_else(|e| panic!("setpriv (util-linux) must be installed: {e}"));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let out = run_as_nobody(argv[0], &argv[1..]);
+    (out.status.success(), out.stdout)
 }
 
 fn getcap(p: &Path) -> String {
-    let out = Command::new("getcap")
-        .arg(p)
-        .output()
-        .unwrap_or_else(|e| panic!("getcap (libcap2-bin) must be installed: {e}"));
-    assert!(out.status.success(), "getcap {}", p.display());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned()
+    get_cap(p).unwrap_or_default()
 }
 
 /// S8 + R2: `usr/bin/sudo` (setuid root) and `usr/bin/ping` (cap_net_raw+ep) are
@@ -68,12 +40,7 @@ fn kept_setuid_and_capability_binaries_are_unusable_by_others_s8() {
     let id = std::fs::read("/usr/bin/id").expect("coreutils id");
     f.write("usr/bin/sudo", &id, 0o4755);
     f.write("usr/bin/ping", &id, 0o755);
-    let st = Command::new("setcap")
-        .args(["cap_net_raw+ep"])
-        .arg(f.host("usr/bin/ping"))
-        .status()
-        .unwrap_or_else(|e| panic!("setcap (libcap2-bin) must be installed: {e}"));
-    assert!(st.success(), "setcap");
+    set_cap(&f.host("usr/bin/ping"), "cap_net_raw+ep");
     let cap_before = getcap(&f.host("usr/bin/ping"));
     assert!(cap_before.contains("cap_net_raw"), "{cap_before}");
     for n in ["sudo", "ping"] {
