@@ -17,6 +17,7 @@ MANIFEST (TOML; every path is relative to --root, `/x` means <root>/x):
   disable_auto_rollback = false
   allow_alternatives_takeover = false  # swap targets that resolve through etc/alternatives
   strict_source_ownership = true
+  strict_ownership = false         # every target must be owned by a package (dpkg database)
   lock_timeout_ms = 10000
   max_plan_actions = 10000
   [[link]]                         # target becomes a symlink to source

@@ -359,11 +359,12 @@ pub fn rollback(ctx: &Ctx, run: Option<Uuid>, commit: bool) -> CmdResult {
             .actions
             .iter()
             .map(|t| {
+                let what = t.result.as_str().replace('_', " ");
                 vec![
                     if rep.dry_run {
-                        painted("would restore", Paint::Yellow)
+                        painted(what, Paint::Yellow)
                     } else {
-                        painted("restored", Paint::Green)
+                        painted(what, Paint::Green)
                     },
                     Cell::from(t.target.clone()),
                 ]

@@ -361,9 +361,19 @@ fn status_json_and_human_after_apply() {
     for t in ts {
         assert_eq!(
             keys(t),
-            ["backup", "kind", "link_dest", "path", "run_id", "state"]
-                .map(String::from)
-                .into()
+            [
+                "backup",
+                "backup_current",
+                "kind",
+                "link_dest",
+                "package",
+                "path",
+                "run_id",
+                "state",
+                "version"
+            ]
+            .map(String::from)
+            .into()
         );
         assert_eq!(t["run_id"], run_id.as_str());
         assert_eq!(t["kind"], "symlink");

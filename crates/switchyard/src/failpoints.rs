@@ -11,6 +11,8 @@
 
 /// Apply: the journal is durable, nothing is mutated yet.
 pub const APPLY_AFTER_JOURNAL: &str = "apply::after_journal";
+/// Apply: the diversions of package-owned targets are written (M2); nothing swapped.
+pub const APPLY_AFTER_DIVERT: &str = "apply::after_divert";
 /// Apply: the new symlink exists under its staging name.
 pub const APPLY_AFTER_STAGE: &str = "apply::after_stage";
 /// Apply: the target is the new node; the original sits under the staging name
@@ -31,6 +33,9 @@ pub const ROLLBACK_AFTER_JOURNAL: &str = "rollback::after_journal";
 pub const UNDO_AFTER_SWAP: &str = "undo::after_swap";
 /// Undo of one action: the displaced node is disposed of.
 pub const UNDO_AFTER_DISPOSE: &str = "undo::after_dispose";
+/// Undo (rollback, recovery, automatic undo): every action is undone and synced; the
+/// diversions of the undone actions are not yet removed (M2).
+pub const UNDO_BEFORE_UNDIVERT: &str = "undo::before_undivert";
 /// Rollback: every action undone and synced; its record not yet written.
 pub const ROLLBACK_BEFORE_COMMIT: &str = "rollback::before_commit";
 /// Recovery: every action of the interrupted run is settled; journal not yet removed.
@@ -39,6 +44,7 @@ pub const RECOVERY_BEFORE_CLEAR: &str = "recovery::before_clear";
 /// Every failpoint, for tests that must cover the whole catalog.
 pub const ALL: &[&str] = &[
     APPLY_AFTER_JOURNAL,
+    APPLY_AFTER_DIVERT,
     APPLY_AFTER_STAGE,
     APPLY_AFTER_SWAP,
     APPLY_AFTER_BACKUP,
@@ -48,9 +54,15 @@ pub const ALL: &[&str] = &[
     ROLLBACK_AFTER_JOURNAL,
     UNDO_AFTER_SWAP,
     UNDO_AFTER_DISPOSE,
+    UNDO_BEFORE_UNDIVERT,
     ROLLBACK_BEFORE_COMMIT,
     RECOVERY_BEFORE_CLEAR,
 ];
+
+/// The failpoints reached only on a root with a package database (around the dpkg
+/// diversions, M2): their crash tests run over a real dpkg root
+/// (`testkit/tests/packages.rs`), the others' over the plain fixture.
+pub const PACKAGE: &[&str] = &[APPLY_AFTER_DIVERT, UNDO_BEFORE_UNDIVERT];
 
 /// Passes failpoint `name`. Configured to `return`, it fails with `EIO`.
 #[inline]

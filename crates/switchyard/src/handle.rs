@@ -7,6 +7,7 @@
 //! directory handle for its whole life, so a later rename of the root path cannot
 //! redirect it; it never reads environment variables.
 
+use crate::adapters::dpkg::DpkgDb;
 use crate::adapters::lock::{LockGuard, LockManager};
 use crate::adapters::smoke::SmokeRunner;
 use crate::error::{Error, ErrorId, Result};
@@ -291,11 +292,26 @@ impl Switchyard {
         &self,
         plan: &Plan,
         records: &[RunRecord],
-    ) -> (Vec<Inspection>, PreflightReport) {
-        let items = preflight::inspect(&self.root, plan, records);
-        let cx = CheckContext::new(&self.policy, &items);
+    ) -> Result<(Vec<Inspection>, PreflightReport, Option<DpkgDb>)> {
+        let mut items = preflight::inspect(&self.root, plan, records);
+        let targets: Vec<&SafePath> = plan.actions.iter().map(|a| &a.target).collect();
+        let db = DpkgDb::load(&self.root, &targets)?;
+        let mut cx = CheckContext::new(&self.policy, &items);
+        if let Some(db) = &db {
+            for i in &mut items {
+                i.owner = db.owners(&i.action.target).first().cloned();
+                i.foreign_diversion = i
+                    .owner
+                    .as_ref()
+                    .and_then(|o| db.diversion_of(&o.db_path))
+                    .filter(|d| !d.is_ours())
+                    .map(|d| (d.holder.clone(), d.to.clone()));
+            }
+            cx.package_db = true;
+            cx.unsettled = db.unsettled().to_vec();
+        }
         let report = preflight::evaluate(&cx, &self.checks, &items);
-        (items, report)
+        Ok((items, report, db))
     }
 
     /// Runs preflight (never mutates). Emits a `preflight` fact per row and a
@@ -308,7 +324,7 @@ impl Switchyard {
     pub fn preflight(&self, plan: &Plan) -> Result<PreflightReport> {
         let state = self.open_state(false)?;
         let records = self.records(state.as_ref())?;
-        let (_, report) = self.inspect(plan, &records);
+        let (_, report, _) = self.inspect(plan, &records)?;
         let mut em = self.emitter(Some(plan.plan_id), true);
         emit_preflight(&mut em, &report);
         em.flush();

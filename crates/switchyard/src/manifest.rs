@@ -61,6 +61,7 @@ struct RawPolicy {
     disable_auto_rollback: Option<bool>,
     allow_alternatives_takeover: Option<bool>,
     strict_source_ownership: Option<bool>,
+    strict_ownership: Option<bool>,
     lock_timeout_ms: Option<u64>,
     max_plan_actions: Option<Spanned<usize>>,
 }
@@ -326,6 +327,7 @@ impl Manifest {
                 &mut policy.strict_source_ownership,
                 p.strict_source_ownership,
             );
+            set(&mut policy.strict_ownership, p.strict_ownership);
             if let Some(ms) = p.lock_timeout_ms {
                 policy.lock_timeout_ms = ms;
             }

@@ -39,6 +39,10 @@ pub struct Policy {
     pub forbid_paths: Vec<SafePath>,
     /// Sources must be owned by root and not group/world-writable (S3).
     pub strict_source_ownership: bool,
+    /// Every target must be owned by a package per the root's package database (S4,
+    /// M1): an unowned target, or a root without a database, stops preflight. Off in
+    /// both presets, so roots without a package manager work as they are.
+    pub strict_ownership: bool,
     /// Refuse to commit without a lock manager (L3).
     pub require_lock_manager: bool,
     /// Refuse to commit without a smoke runner (H6).
@@ -73,6 +77,7 @@ impl Policy {
             allow_roots: paths(&["usr/bin", "usr/sbin", "usr/local/bin", "usr/local/sbin"]),
             forbid_paths: paths(&["usr/bin/switchyard", "usr/local/bin/switchyard"]),
             strict_source_ownership: true,
+            strict_ownership: false,
             require_lock_manager: true,
             require_smoke_runner: true,
             require_sidecar_integrity: true,

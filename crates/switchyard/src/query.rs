@@ -9,10 +9,12 @@
 //! policy. Every result type is `serde::Serialize`: the CLI prints them as its
 //! `--json` documents, so their field names are a stable interface (`docs/GUARANTEES.md`).
 
+use crate::adapters::dpkg::DpkgDb;
 use crate::adapters::lock::{self, LockProbe};
 use crate::error::{Error, ErrorId, Result};
 use crate::handle::Switchyard;
 use crate::node::{lstat, Node, NodeKind};
+use crate::path::SafePath;
 use crate::plan::{ActionKind, Plan};
 use crate::report::Outcome;
 use crate::state::{ActionRecord, RunKind, RunRecord, RunStatus, StateDir};
@@ -70,6 +72,15 @@ pub struct TargetStatus {
     pub backup: Option<String>,
     /// Whether it is still what that run made it (M4).
     pub state: DriftState,
+    /// The package that owns the target now, per the root's package database (M1,
+    /// M4): for a drifted target, the package that replaced it.
+    pub package: Option<String>,
+    /// That package's installed version.
+    pub version: Option<String>,
+    /// Whether the backup holds the file the package database says is installed (its
+    /// MD5 matches): `false` after an upgrade that did not go through the diversion;
+    /// `None` without a database, a package or a backup file.
+    pub backup_current: Option<bool>,
 }
 
 /// What [`Switchyard::status`] reports.
@@ -409,9 +420,11 @@ impl Switchyard {
                 latest.insert(a.target.as_str(), (r.run_id, a));
             }
         }
+        let paths: Vec<&SafePath> = latest.values().map(|(_, a)| &a.target).collect();
+        let db = DpkgDb::load(&self.root, &paths)?;
         let targets = latest
             .into_values()
-            .map(|(run_id, a)| self.target_status(run_id, a))
+            .map(|(run_id, a)| self.target_status(run_id, a, db.as_ref()))
             .collect();
         Ok(Status {
             targets,
@@ -420,14 +433,23 @@ impl Switchyard {
         })
     }
 
-    fn target_status(&self, run_id: Uuid, a: &ActionRecord) -> TargetStatus {
+    fn target_status(&self, run_id: Uuid, a: &ActionRecord, db: Option<&DpkgDb>) -> TargetStatus {
+        let owner = db.and_then(|db| db.owners(&a.target).first());
         let unobservable = Node {
             kind: NodeKind::Other,
             ..Node::absent()
         };
+        let mut backup_current = None;
         let (node, backup, state) = match self.root.open_parent(&a.target) {
             Ok(dir) => {
                 let store = crate::store::open(&dir, false).ok().flatten();
+                backup_current = match (owner.and_then(|o| o.md5.as_deref()), &store, &a.backup) {
+                    (Some(md5), Some(st), Some(b)) => crate::adapters::dpkg::md5_of(st, b)
+                        .ok()
+                        .flatten()
+                        .map(|m| m == md5),
+                    _ => None,
+                };
                 let backup = a
                     .backup
                     .as_deref()
@@ -457,6 +479,9 @@ impl Switchyard {
             run_id,
             backup,
             state,
+            package: owner.map(|o| o.package.clone()),
+            version: owner.map(|o| o.version.clone()),
+            backup_current,
         }
     }
 

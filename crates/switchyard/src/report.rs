@@ -106,6 +106,31 @@ pub enum RestoreResult {
     Restored,
     /// A dry-run: would be put back.
     WouldRestore,
+    /// Put back as the package manager updated it through the diversion since the run
+    /// (its MD5 checked against the package database, M5): never an older file than
+    /// the one the database says is installed.
+    RestoredPackageUpdate,
+    /// A dry-run: would be put back as the package manager updated it.
+    WouldRestorePackageUpdate,
+    /// The package manager replaced the target since the run: it is left as the
+    /// package put it, and the superseded backup is removed (M5).
+    KeptPackaged,
+    /// A dry-run: would be left as the package put it.
+    WouldKeepPackaged,
+}
+
+impl RestoreResult {
+    /// Lower-case name, as in `--json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreResult::Restored => "restored",
+            RestoreResult::WouldRestore => "would_restore",
+            RestoreResult::RestoredPackageUpdate => "restored_package_update",
+            RestoreResult::WouldRestorePackageUpdate => "would_restore_package_update",
+            RestoreResult::KeptPackaged => "kept_packaged",
+            RestoreResult::WouldKeepPackaged => "would_keep_packaged",
+        }
+    }
 }
 
 /// How one interrupted run was settled.

@@ -100,8 +100,27 @@ pub struct ActionRecord {
     pub backup: Option<String>,
     /// The target was already as planned; nothing is done.
     pub noop: bool,
+    /// The package that owned the target when the run was journaled, and the
+    /// diversion the run registered for it (M1, M2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<PackageRecord>,
     pub before_hash: Option<String>,
     pub after_hash: Option<String>,
+}
+
+/// The package that owned a target, as journaled (M1, M2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageRecord {
+    /// Package name.
+    pub package: String,
+    /// Its version then.
+    pub version: String,
+    /// The target's path as the package database spells it (`/bin/ls`).
+    pub db_path: String,
+    /// The diversion registered for `db_path`: the backup's absolute path, where dpkg
+    /// writes upgrades of the target from then on.
+    pub diverted_to: Option<String>,
 }
 
 /// A run's journal, and once settled, its record.

@@ -235,7 +235,7 @@ macro_rules! crash_tests {
         #[test]
         fn every_failpoint_has_a_crash_test() {
             let tested = [$($fp),*];
-            for f in ALL {
+            for f in ALL.iter().filter(|f| !fp::PACKAGE.contains(f)) {
                 assert!(tested.contains(f), "failpoint {f} has no crash test");
                 assert!(CASES.iter().any(|c| c.0 == *f), "failpoint {f} has no crash case");
             }

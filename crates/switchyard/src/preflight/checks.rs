@@ -16,7 +16,45 @@ pub fn builtin_checks() -> Vec<Box<dyn Check>> {
         Box::new(SourceUsable),
         Box::new(RestoreSource),
         Box::new(Alternatives),
+        Box::new(Packaged),
     ]
+}
+
+/// S4, M2, M3: the package database's view of a target.
+struct Packaged;
+impl Check for Packaged {
+    fn check(&self, cx: &CheckContext<'_>, i: &Inspection, out: &mut Findings) {
+        if i.noop {
+            return;
+        }
+        if let Some((p, state)) = cx.unsettled.first() {
+            out.stop(format!(
+                "dpkg reports package {p} {state}{}: finish or repair it first (`dpkg --configure -a`, or `apt-get -f install`), then run this again",
+                match cx.unsettled.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
+                }
+            ));
+        }
+        match (&i.owner, cx.package_db, cx.policy.strict_ownership) {
+            (Some(o), _, _) => out.note(format!("owned by {} {} ({})", o.package, o.version, o.db_path)),
+            (None, false, true) => out.stop_as(
+                ErrorId::Ownership,
+                "the root has no package database (var/lib/dpkg/status), and strict_ownership requires every target to be owned by a package (S4)",
+            ),
+            (None, true, true) => out.stop_as(
+                ErrorId::Ownership,
+                "no package owns this target, and strict_ownership requires one (S4)",
+            ),
+            (None, _, false) => {}
+        }
+        if let Some((holder, to)) = &i.foreign_diversion {
+            out.stop(format!(
+                "dpkg already diverts this path to {to} ({}); Switchyard cannot divert it again (M2): remove that diversion with dpkg-divert first",
+                holder.as_deref().map_or("a local diversion".to_owned(), |h| format!("held by {h}"))
+            ));
+        }
+    }
 }
 
 /// S1: the target's directory is a real directory inside the root.

@@ -169,6 +169,8 @@ fn inspect_one(
         before_hash: None,
         after_hash: None,
         immovable: Vec::new(),
+        owner: None,
+        foreign_diversion: None,
         resolved: None,
         source_through: None,
         alternatives: None,

@@ -160,6 +160,11 @@ pub struct Inspection {
     /// The `etc/alternatives/NAME` link that resolving the target (a symlink) passes
     /// through, root-relative: the target is managed by update-alternatives (M6).
     pub alternatives: Option<String>,
+    /// The package that owns the target (M1), when the root has a package database.
+    pub(crate) owner: Option<crate::adapters::dpkg::Owner>,
+    /// Another holder's diversion of the target's database path (M2): `(holder,
+    /// diverted-to)`, the holder `None` for a local diversion.
+    pub(crate) foreign_diversion: Option<(Option<String>, String)>,
 }
 
 impl Inspection {
@@ -174,6 +179,14 @@ impl Inspection {
 
     /// The journal entry for this action, with `stage` and `backup` names chosen.
     pub(crate) fn record(&self, stage: String, backup: Option<String>) -> ActionRecord {
+        let package = self.owner.as_ref().map(|o| crate::state::PackageRecord {
+            package: o.package.clone(),
+            version: o.version.clone(),
+            db_path: o.db_path.clone(),
+            diverted_to: backup
+                .as_deref()
+                .map(|b| crate::txn::package::store_path(&self.action.target, b)),
+        });
         ActionRecord {
             action_id: self.action.action_id,
             kind: self.action.kind,
@@ -184,6 +197,7 @@ impl Inspection {
             stage,
             backup,
             noop: self.noop,
+            package,
             before_hash: self.before_hash.clone(),
             after_hash: self.after_hash.clone(),
         }
@@ -197,6 +211,11 @@ pub struct CheckContext<'a> {
     /// Every target node of the plan as it is now: a source resolving to one of
     /// these would, after the swap, resolve through its own link (a loop).
     pub targets: Vec<Node>,
+    /// The root has a package database (M1).
+    pub package_db: bool,
+    /// Packages dpkg left half-installed, half-configured or needing reinstallation
+    /// (M3): `(package, state)`.
+    pub unsettled: Vec<(String, String)>,
 }
 
 impl<'a> CheckContext<'a> {
@@ -207,7 +226,12 @@ impl<'a> CheckContext<'a> {
             .map(|i| i.current.clone())
             .filter(|n| n.kind != NodeKind::Absent)
             .collect();
-        CheckContext { policy, targets }
+        CheckContext {
+            policy,
+            targets,
+            package_db: false,
+            unsettled: Vec::new(),
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 //! Invariant: until step 8's record is durable, recovery undoes the run; after it,
 //! recovery completes it (removes the journal). Nothing before step 4 mutates.
 
+use crate::adapters::dpkg::DpkgDb;
 use crate::adapters::smoke::SmokeContext;
 use crate::error::{Error, ErrorId, Result};
 use crate::facts::{
@@ -28,6 +29,7 @@ use crate::policy::RunPolicy;
 use crate::report::{ActionOutcome, ApplyReport};
 use crate::state::{ActionRecord, RunKind, RunRecord, RunStatus, StateDir, RECORD_FORMAT};
 use crate::store;
+use crate::txn::package;
 use crate::txn::undo::undo_actions;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -64,6 +66,7 @@ fn backup_name(store: Option<&OwnedFd>, name: &str) -> Result<String> {
 struct Places<'a> {
     dirs: Vec<Option<&'a OwnedFd>>,
     stores: Stores,
+    packages: Option<DpkgDb>,
 }
 
 /// The stores of the directories a plan touches, opened once per directory.
@@ -174,7 +177,10 @@ impl Switchyard {
         // directory and lock file are created, so a stopped plan changes nothing.
         let existing = self.open_state(false)?;
         if commit && existing.is_none() {
-            let (_, report) = self.inspect(plan, &[]);
+            let (_, report, _) = self.inspect(plan, &[]).map_err(|e| {
+                let mut em = self.emitter(Some(plan.plan_id), false);
+                fail(&mut em, e, n)
+            })?;
             if let Some(e) = crate::handle::preflight_error(&report) {
                 let mut em = self.emitter(Some(plan.plan_id), false);
                 em.emit(self.lock_fact(None));
@@ -204,7 +210,9 @@ impl Switchyard {
             Ok(Vec::new())
         }
         .map_err(|e| fail(&mut em, e, n))?;
-        let (items, report) = self.inspect(plan, &records);
+        let (items, report, packages) = self
+            .inspect(plan, &records)
+            .map_err(|e| fail(&mut em, e, n))?;
         let hash_ms = ms(t_hash);
         if let Some(e) = crate::handle::preflight_error(&report) {
             return Err(fail(&mut em, e, n));
@@ -271,6 +279,7 @@ impl Switchyard {
         let places = Places {
             dirs: items.iter().map(|i| i.dir.as_deref()).collect(),
             stores,
+            packages,
         };
         self.commit(plan, &state, &mut em, recs, places, hash_ms)
     }
@@ -285,7 +294,11 @@ impl Switchyard {
         hash_ms: u64,
     ) -> Result<ApplyReport> {
         let n = recs.len();
-        let Places { dirs, mut stores } = places;
+        let Places {
+            dirs,
+            mut stores,
+            packages,
+        } = places;
         let mut record = RunRecord {
             format: RECORD_FORMAT,
             run_id: em.run_id,
@@ -304,13 +317,35 @@ impl Switchyard {
             hash_ms,
             ..Perf::default()
         };
+        // M3: dpkg's locks, before the journal, while package-owned targets change.
+        let _dpkg = if changed {
+            package::lock_if_needed(
+                packages.as_ref(),
+                &record.actions,
+                self.policy.lock_timeout_ms,
+            )
+            .map_err(|e| fail(em, e, n))?
+        } else {
+            None
+        };
         if changed {
             let t = Instant::now();
             state.write_journal(&record).map_err(|e| fail(em, e, n))?;
             perf.backup_ms = ms(t);
             if let Err(e) = hit(fp::APPLY_AFTER_JOURNAL) {
                 let e = Error::io(ErrorId::Generic, "journal written", e);
-                return Err(self.abort(state, em, record, 0, e));
+                return Err(self.abort(state, em, record, packages.as_ref(), 0, e));
+            }
+            // M2: the diversions, journaled above, before any swap.
+            if let Some(db) = &packages {
+                let owned: Vec<&ActionRecord> = record.actions.iter().filter(|a| !a.noop).collect();
+                let diverted = package::divert(db, &owned).and_then(|()| {
+                    hit(fp::APPLY_AFTER_DIVERT)
+                        .map_err(|e| Error::io(ErrorId::Generic, "diversions written", e))
+                });
+                if let Err(e) = diverted {
+                    return Err(self.abort(state, em, record, packages.as_ref(), 0, e));
+                }
             }
         }
         let mut sync = crate::durability::DirSync::default();
@@ -324,7 +359,7 @@ impl Switchyard {
                         ErrorId::AtomicSwap,
                         format!("{}: directory not open", r.target),
                     );
-                    return Err(self.abort(state, em, record, idx + 1, e));
+                    return Err(self.abort(state, em, record, packages.as_ref(), idx + 1, e));
                 };
                 let parent = r.target.parent();
                 let swapped = stores.get(parent, dir, true).and_then(|st| {
@@ -335,7 +370,7 @@ impl Switchyard {
                     crate::swap::apply(dir, st, r, self.mechanics)
                 });
                 if let Err(e) = swapped {
-                    return Err(self.abort(state, em, record, idx + 1, e));
+                    return Err(self.abort(state, em, record, packages.as_ref(), idx + 1, e));
                 }
             }
             outcomes.push((outcome(r, planned_kind(r)), ms(t)));
@@ -349,7 +384,7 @@ impl Switchyard {
             {
                 if let Err(e) = store::remove_if_empty(dir) {
                     let e = Error::io(ErrorId::AtomicSwap, "removing an empty backup store", e);
-                    return Err(self.abort(state, em, record, n, e));
+                    return Err(self.abort(state, em, record, packages.as_ref(), n, e));
                 }
             }
         }
@@ -363,6 +398,7 @@ impl Switchyard {
                     state,
                     em,
                     record,
+                    packages.as_ref(),
                     n,
                     Error::io(ErrorId::AtomicSwap, "syncing directories", e),
                 ))
@@ -380,7 +416,7 @@ impl Switchyard {
             if !self.policy.disable_auto_rollback {
                 // The failed checks are evidence even though the run is undone (H4).
                 smoke_facts.into_iter().for_each(|f| em.emit(f));
-                let e = self.abort(state, em, record, n, e);
+                let e = self.abort(state, em, record, packages.as_ref(), n, e);
                 return Err(e);
             }
             record.status = RunStatus::Committed;
@@ -398,6 +434,7 @@ impl Switchyard {
                 state,
                 em,
                 record,
+                packages.as_ref(),
                 n,
                 Error::io(ErrorId::Generic, "before commit", e),
             ));
@@ -407,7 +444,7 @@ impl Switchyard {
         record.status = RunStatus::Committed;
         record.changed = changed;
         if let Err(e) = state.write_record(&record, &em.jsonl()) {
-            return Err(self.abort(state, em, record, n, e));
+            return Err(self.abort(state, em, record, packages.as_ref(), n, e));
         }
         // Past the commit point: failures from here on do not undo the run.
         let cleared = hit(fp::APPLY_AFTER_COMMIT)
@@ -490,6 +527,7 @@ impl Switchyard {
         state: &StateDir,
         em: &mut Emitter,
         mut record: RunRecord,
+        packages: Option<&DpkgDb>,
         upto: usize,
         e: Error,
     ) -> Error {
@@ -510,9 +548,12 @@ impl Switchyard {
             self.mechanics,
             &record.actions[..upto],
             false,
+            packages,
             Some((&mut *em, Stage::Rollback)),
             &|_, _| {},
-        );
+        )
+        // Every diversion was written before the first swap: all go (M2).
+        .and_then(|u| crate::txn::undo::undivert(packages, &record.actions).map(|()| u));
         let e = match undo {
             Ok(_) => e,
             Err(u) => {

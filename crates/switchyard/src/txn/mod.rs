@@ -5,6 +5,7 @@
 //! journals before anything else (A3, L1).
 
 pub(crate) mod apply;
+pub(crate) mod package;
 pub(crate) mod recovery;
 pub(crate) mod rollback;
 pub(crate) mod undo;

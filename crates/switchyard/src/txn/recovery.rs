@@ -19,6 +19,7 @@
 //! running it again. Every mutating entry point calls [`Switchyard::recover_locked`]
 //! under the lock before its own work.
 
+use crate::adapters::dpkg::DpkgDb;
 use crate::error::{Error, ErrorId, Result};
 use crate::facts::{Event, Fact, RecoverySummaryFact, Stage};
 use crate::failpoints::{self as fp, hit};
@@ -26,7 +27,8 @@ use crate::handle::{ApplyMode, Switchyard};
 use crate::policy::RunPolicy;
 use crate::report::{Outcome, RecoveryReport, SettledRun};
 use crate::state::{RunKind, RunRecord, RunStatus, StateDir, RECORD_FORMAT};
-use crate::txn::undo::undo_actions;
+use crate::txn::package;
+use crate::txn::undo::{undivert, undo_actions};
 
 impl Switchyard {
     /// Settles interrupted runs. A dry-run only reports what it would do.
@@ -83,6 +85,18 @@ impl Switchyard {
             let rules = RunPolicy::for_undo(&self.policy, j.policy.as_ref());
             let mut em = self.emitter(j.plan_id, false);
             let mut changed = false;
+            // M2, M3: the run's diversions are settled with its swaps, under dpkg's lock.
+            let targets: Vec<&crate::path::SafePath> =
+                j.actions.iter().map(|a| &a.target).collect();
+            let db = DpkgDb::load(&self.root, &targets)?;
+            let _dpkg = package::lock_if_needed(db.as_ref(), &j.actions, rules.lock_timeout_ms)?;
+            if outcome == Outcome::Completed {
+                if let Some(db) = &db {
+                    let applied: Vec<&crate::state::ActionRecord> =
+                        j.actions.iter().filter(|a| !a.noop).collect();
+                    package::divert(db, &applied)?;
+                }
+            }
             if outcome == Outcome::Undone {
                 let verify = rules.require_sidecar_integrity;
                 match undo_actions(
@@ -90,10 +104,13 @@ impl Switchyard {
                     self.mechanics,
                     &j.actions,
                     verify,
+                    db.as_ref(),
                     Some((&mut em, Stage::Recovery)),
                     &|_, _| {},
-                ) {
-                    Ok(c) => changed = c,
+                )
+                .and_then(|u| undivert(db.as_ref(), &j.actions).map(|()| u))
+                {
+                    Ok(u) => changed = u.changed,
                     Err(e) => {
                         let message = format!(
                             "interrupted run {} could not be recovered: {}",

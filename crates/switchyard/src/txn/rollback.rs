@@ -14,6 +14,7 @@
 //! - A failing step does not stop the others; the error lists every target's state
 //!   with a remediation line (R5). Undoing leaves no staging or backup names (R6).
 
+use crate::adapters::dpkg::DpkgDb;
 use crate::error::{Error, ErrorId, Result};
 use crate::facts::{Emitter, Event, Fact, RollbackSummaryFact, Stage};
 use crate::failpoints::{self as fp, hit};
@@ -21,8 +22,10 @@ use crate::handle::{ApplyMode, Switchyard};
 use crate::node::Node;
 use crate::path::Root;
 use crate::policy::RunPolicy;
-use crate::report::{RestoreResult, RestoredTarget, RollbackReport, RunSelector};
+use crate::report::{RestoredTarget, RollbackReport, RunSelector};
 use crate::state::{ActionRecord, RunKind, RunRecord, RunStatus, RECORD_FORMAT};
+use crate::txn::package;
+use crate::txn::undo::{judge, undivert, Judgement};
 use crate::txn::undo::{undo_actions, undo_fact};
 use uuid::Uuid;
 
@@ -89,34 +92,34 @@ impl Switchyard {
             em.emit(f);
             em.flush();
         };
-        let result = if commit {
-            RestoreResult::Restored
-        } else {
-            RestoreResult::WouldRestore
-        };
+        // M5: what the package database says each target should hold now; the same
+        // judgement makes the dry-run's prediction and the commit's undo.
+        let paths: Vec<&crate::path::SafePath> = actions.iter().map(|a| &a.target).collect();
+        let db = DpkgDb::load(&self.root, &paths)?;
         let targets: Vec<RestoredTarget> = actions
             .iter()
             .rev()
             .filter(|a| !a.noop)
             .map(|a| RestoredTarget {
                 target: a.target.to_string(),
-                result,
+                result: judged(&self.root, a, db.as_ref()).result(commit),
             })
             .collect();
-        let report = |em: &Emitter, changed, idem, facts| RollbackReport {
-            run_id: em.run_id,
-            plan_id: target.plan_id,
-            target_run_id: target.run_id,
-            dry_run: !commit,
-            changed,
-            idempotent_noop: idem,
-            facts_path: facts,
-            actions: targets.clone(),
-            warnings: Vec::new(),
-        };
+        let report =
+            |em: &Emitter, changed, idem, facts, targets: &[RestoredTarget]| RollbackReport {
+                run_id: em.run_id,
+                plan_id: target.plan_id,
+                target_run_id: target.run_id,
+                dry_run: !commit,
+                changed,
+                idempotent_noop: idem,
+                facts_path: facts,
+                actions: targets.to_vec(),
+                warnings: Vec::new(),
+            };
         if noop {
             finish(&mut em, false, true, None);
-            return Ok(report(&em, false, true, None));
+            return Ok(report(&em, false, true, None, &targets));
         }
         // Undoing an older run under a newer one that changed the same targets would
         // strand the newer run's nodes: newest first.
@@ -142,7 +145,7 @@ impl Switchyard {
         }
         // S6: verify every backup before anything moves.
         if rules.require_sidecar_integrity {
-            if let Err(e) = verify_backups(&self.root, &actions) {
+            if let Err(e) = verify_backups(&self.root, &actions, db.as_ref()) {
                 finish(&mut em, false, false, Some(&e));
                 return Err(e.with_run_id(em.run_id));
             }
@@ -152,8 +155,10 @@ impl Switchyard {
                 em.emit(undo_fact(Stage::Rollback, a));
             }
             finish(&mut em, true, false, None);
-            return Ok(report(&em, true, false, None));
+            return Ok(report(&em, true, false, None, &targets));
         }
+        // M3: dpkg's locks while package-owned targets and the diversions change.
+        let _dpkg = package::lock_if_needed(db.as_ref(), &actions, rules.lock_timeout_ms)?;
         let mut record = RunRecord {
             format: RECORD_FORMAT,
             run_id: em.run_id,
@@ -179,12 +184,20 @@ impl Switchyard {
                     self.mechanics,
                     &actions,
                     verify,
+                    db.as_ref(),
                     Some((&mut em, Stage::Rollback)),
                     &|d, t| self.progress("rollback", d, t),
                 )
-            });
+            })
+            .and_then(|u| undivert(db.as_ref(), &actions).map(|()| u));
         match undone {
-            Ok(changed) => {
+            Ok(undone) => {
+                let changed = undone.changed;
+                let done: Vec<RestoredTarget> = undone
+                    .results
+                    .into_iter()
+                    .map(|(target, result)| RestoredTarget { target, result })
+                    .collect();
                 record.status = RunStatus::Committed;
                 record.changed = changed;
                 finish(&mut em, changed, !changed, None);
@@ -196,7 +209,13 @@ impl Switchyard {
                     .and_then(|()| state.write_record(&record, &em.jsonl()))
                     .and_then(|()| state.mark_undone(&target.run_id, &record.run_id))
                     .and_then(|()| state.clear_journal(&record.run_id));
-                let mut rep = report(&em, changed, !changed, Some(state.facts_path(&em.run_id)));
+                let mut rep = report(
+                    &em,
+                    changed,
+                    !changed,
+                    Some(state.facts_path(&em.run_id)),
+                    &done,
+                );
                 if let Err(w) = settled {
                     rep.warnings.push(format!(
                         "run {} is rolled back (every target restored), but {}; `switchyard recover --commit` or the next run completes it",
@@ -286,9 +305,24 @@ fn newer_live_toucher(
     Ok(None)
 }
 
-/// Checks every backup of `actions` against its sidecar hash (S6).
-fn verify_backups(root: &Root, actions: &[ActionRecord]) -> Result<()> {
+/// How action `a` will be undone (M5); the ordinary undo when it cannot be told.
+fn judged(root: &Root, a: &ActionRecord, db: Option<&DpkgDb>) -> Judgement {
+    root.open_parent(&a.target)
+        .and_then(|dir| {
+            let store = crate::store::open(&dir, false)?;
+            judge(&dir, store.as_ref(), a, db)
+        })
+        .unwrap_or(Judgement::Undo)
+}
+
+/// Checks every backup of `actions` against its sidecar hash (S6). A backup dpkg
+/// updated through the diversion is checked against the package's MD5 instead, when
+/// it is undone (M5); a target the package replaced keeps no backup to check.
+fn verify_backups(root: &Root, actions: &[ActionRecord], db: Option<&DpkgDb>) -> Result<()> {
     for a in actions.iter().filter(|a| !a.noop) {
+        if !matches!(judged(root, a, db), Judgement::Undo) {
+            continue;
+        }
         let Some(b) = a.backup.as_deref() else {
             continue;
         };

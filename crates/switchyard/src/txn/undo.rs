@@ -6,26 +6,161 @@
 //! target's true state with a remediation line (R5). Each step is
 //! `swap::undo`, which is idempotent, so running the loop again after a crash or an
 //! error repeats only no-op steps.
+//!
+//! With the root's package database (M5), a package-owned action is first looked at
+//! by [`judge`], which the rollback dry-run uses too, so it predicts the commit:
+//! - the backup is no longer the original inode but a file with the package's current
+//!   MD5: dpkg upgraded it through the diversion, so that file is what goes back;
+//! - the target is no longer ours but a file with the package's current MD5: the
+//!   package replaced it since the run, so it stays as the package put it, and the
+//!   superseded backup goes;
+//! - anything else is the ordinary undo (which refuses a foreign node, R5).
 
+use crate::adapters::dpkg::{md5_of, DpkgDb};
 use crate::durability::DirSync;
 use crate::error::{Error, ErrorId, Result, TargetState};
 use crate::facts::{Emitter, Event, Fact, HashAlg, Stage, UndoFact};
+use crate::failpoints::{self as fp, hit};
+use crate::node::{Node, NodeKind};
 use crate::path::Root;
+use crate::report::RestoreResult;
 use crate::state::ActionRecord;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 
+/// How one package-owned action is undone (M5); see the module docs.
+pub(crate) enum Judgement {
+    /// The ordinary undo.
+    Undo,
+    /// dpkg upgraded the backup through the diversion: this node (at the backup name,
+    /// hashed) is what goes back, checked against the package's MD5.
+    UpdatedBackup(Node),
+    /// The package replaced the target since the run: it stays; the backup goes.
+    KeepPackaged,
+}
+
+impl Judgement {
+    /// The per-target result this judgement leads to.
+    pub(crate) fn result(&self, commit: bool) -> RestoreResult {
+        match (self, commit) {
+            (Judgement::Undo, true) => RestoreResult::Restored,
+            (Judgement::Undo, false) => RestoreResult::WouldRestore,
+            (Judgement::UpdatedBackup(_), true) => RestoreResult::RestoredPackageUpdate,
+            (Judgement::UpdatedBackup(_), false) => RestoreResult::WouldRestorePackageUpdate,
+            (Judgement::KeepPackaged, true) => RestoreResult::KeptPackaged,
+            (Judgement::KeepPackaged, false) => RestoreResult::WouldKeepPackaged,
+        }
+    }
+}
+
+/// The MD5 the package database records now for action `a`'s target, when the run
+/// recorded its package and the database still lists the path.
+fn packaged_md5(db: Option<&DpkgDb>, a: &ActionRecord) -> Option<String> {
+    let p = a.package.as_ref()?;
+    db?.owners(&a.target)
+        .iter()
+        .find(|o| o.db_path == p.db_path)?
+        .md5
+        .clone()
+}
+
+/// Looks at action `a` in `dir` (and its backup store) against the package database
+/// (M5). Reads only.
+///
+/// # Errors
+///
+/// A node cannot be observed or hashed.
+pub(crate) fn judge(
+    dir: &OwnedFd,
+    store: Option<&OwnedFd>,
+    a: &ActionRecord,
+    db: Option<&DpkgDb>,
+) -> std::io::Result<Judgement> {
+    let Some(md5) = packaged_md5(db, a) else {
+        return Ok(Judgement::Undo);
+    };
+    let t = a.target.file_name();
+    let now = Node::observe(dir, t, false)?;
+    let ours = now.kind == NodeKind::Symlink && now.link_dest == a.new_link;
+    if !ours && !now.same_inode(&a.prior) && md5_of(dir, t)?.as_deref() == Some(&md5) {
+        return Ok(Judgement::KeepPackaged);
+    }
+    if let (Some(store), Some(b)) = (store, a.backup.as_deref()) {
+        let at = Node::observe(store, b, true)?;
+        if at.kind == NodeKind::File
+            && !at.same_inode(&a.prior)
+            && md5_of(store, b)?.as_deref() == Some(&md5)
+        {
+            return Ok(Judgement::UpdatedBackup(at));
+        }
+    }
+    Ok(Judgement::Undo)
+}
+
+/// Carries out a [`Judgement::KeepPackaged`]: the target stays; what is left of the
+/// action in the store (the superseded backup, a stage) goes. Returns whether anything
+/// changed.
+fn keep_packaged(store: Option<&OwnedFd>, a: &ActionRecord) -> std::io::Result<bool> {
+    let Some(store) = store else {
+        return Ok(false);
+    };
+    let mut changed = false;
+    for name in [Some(a.stage.as_str()), a.backup.as_deref()]
+        .into_iter()
+        .flatten()
+    {
+        if a.kind == crate::plan::ActionKind::Restore && name == a.stage {
+            continue;
+        }
+        match rustix::fs::unlinkat(store, name, rustix::fs::AtFlags::empty()) {
+            Ok(()) => changed = true,
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(changed)
+}
+
+/// What [`undo_actions`] did.
+pub(crate) struct Undone {
+    /// Anything on disk changed.
+    pub(crate) changed: bool,
+    /// Per action undone, in undo order: its target and result.
+    pub(crate) results: Vec<(String, RestoreResult)>,
+}
+
+/// After a successful undo: removes the diversions of `actions` (M2). Does nothing
+/// without a package database.
+///
+/// # Errors
+///
+/// The diversions file cannot be rewritten (the caller's journal stays, so recovery
+/// does it again).
+pub(crate) fn undivert(db: Option<&DpkgDb>, actions: &[ActionRecord]) -> Result<()> {
+    let Some(db) = db else {
+        return Ok(());
+    };
+    hit(fp::UNDO_BEFORE_UNDIVERT)
+        .map_err(|e| Error::io(ErrorId::RestoreFailed, "before removing diversions", e))?;
+    let undone: Vec<&ActionRecord> = actions.iter().filter(|a| !a.noop).collect();
+    crate::txn::package::undivert(db, &undone)
+}
+
 /// Undoes `actions` in reverse, continuing past failures, then fsyncs the touched
-/// directories. Emits a fact per action through `em` when given (`stage`).
-/// Returns whether anything changed, or an error listing every target's state (R5).
+/// directories. Emits a fact per action through `em` when given (`stage`). With the
+/// package database, package-owned actions are judged first (M5, module docs).
+/// Returns what changed and each target's result, or an error listing every target's
+/// state (R5).
 pub(crate) fn undo_actions(
     root: &Root,
     mech: crate::swap::Mechanics,
     actions: &[ActionRecord],
     verify: bool,
+    db: Option<&DpkgDb>,
     mut em: Option<(&mut Emitter, Stage)>,
     on_step: &dyn Fn(usize, usize),
-) -> Result<bool> {
+) -> Result<Undone> {
+    let mut results = Vec::new();
     let mut sync = DirSync::default();
     let mut changed = false;
     let mut failures: Vec<Error> = Vec::new();
@@ -61,12 +196,41 @@ pub(crate) fn undo_actions(
                         None => Ok(()),
                     })
                     .map_err(|e| Error::io(ErrorId::Generic, "dir handle", e))?;
-                let r = crate::swap::undo(&dir, store.as_ref(), a, verify, mech);
+                let judged = judge(&dir, store.as_ref(), a, db).map_err(|e| {
+                    Error::io(
+                        ErrorId::RestoreFailed,
+                        format!("{}: comparing with the package database", a.target),
+                        e,
+                    )
+                });
+                let r = judged.and_then(|j| {
+                    let result = j.result(true);
+                    match j {
+                        Judgement::Undo => crate::swap::undo(&dir, store.as_ref(), a, verify, mech),
+                        Judgement::UpdatedBackup(node) => {
+                            // The package's file replaces the original in the sidecar:
+                            // its MD5 was checked against the database (M5).
+                            let updated = ActionRecord {
+                                prior: node,
+                                ..a.clone()
+                            };
+                            crate::swap::undo(&dir, store.as_ref(), &updated, false, mech)
+                        }
+                        Judgement::KeepPackaged => keep_packaged(store.as_ref(), a).map_err(|e| {
+                            Error::io(
+                                ErrorId::RestoreFailed,
+                                format!("{}: removing the superseded backup", a.target),
+                                e,
+                            )
+                        }),
+                    }
+                    .map(|c| (c, result))
+                });
                 emptied.entry(parent.to_owned()).or_insert(dir);
                 r
             });
         let (state, remediation) = match &r {
-            Ok(_) => ("restored", "none needed".to_owned()),
+            Ok((_, result)) => (result.as_str(), "none needed".to_owned()),
             Err(e) => (
                 "unknown",
                 e.remediation()
@@ -87,7 +251,10 @@ pub(crate) fn undo_actions(
             em.emit(f);
         }
         match r {
-            Ok(c) => changed |= c,
+            Ok((c, result)) => {
+                changed |= c;
+                results.push((a.target.to_string(), result));
+            }
             Err(e) => failures.push(e),
         }
     }
@@ -105,7 +272,7 @@ pub(crate) fn undo_actions(
         failures.push(Error::io(ErrorId::RestoreFailed, "syncing directories", e));
     }
     match failures.len() {
-        0 => Ok(changed),
+        0 => Ok(Undone { changed, results }),
         k => {
             let source = failures.iter_mut().find_map(Error::take_source);
             let e = Error::new(

@@ -1,0 +1,110 @@
+//! The package manager's part of a transaction (M2, M3, M5): dpkg diversions as
+//! journaled steps, dpkg's locks around them, and what rollback restores when dpkg
+//! has written since.
+//!
+//! Contract:
+//! - A package-owned target whose prior node is kept gets a diversion of its database
+//!   path (as its package spells it) to its backup's path, holder `switchyard`, no
+//!   rename. Apply writes the journal first (it records each diversion), then the
+//!   diversions, then swaps; every undo (automatic, rollback, recovery) swaps back
+//!   first and then removes the diversions of the actions it undid. Adding and removing
+//!   are idempotent and re-read the diversions file under dpkg's lock, so a crash on
+//!   either side is settled by running the same step again.
+//! - A diversion is written only if the record's database path names the action's own
+//!   target (through the root's merged-/usr aliases) and points into that target's
+//!   backup store: a crafted record cannot divert or undivert any other path (S9).
+//! - dpkg's locks are held from before the journal until the run is settled whenever a
+//!   run touches a package-owned target.
+
+use crate::adapters::dpkg::{self, Diversion, DpkgDb, DpkgLock};
+use crate::error::{Error, ErrorId, Result};
+use crate::state::ActionRecord;
+use crate::store::STORE_DIR;
+use std::time::Duration;
+
+/// The absolute path, as dpkg sees it, of the store entry `entry` beside `target`.
+pub(crate) fn store_path(target: &crate::path::SafePath, entry: &str) -> String {
+    match target.parent() {
+        "" => format!("/{STORE_DIR}/{entry}"),
+        p => format!("/{p}/{STORE_DIR}/{entry}"),
+    }
+}
+
+/// The diversion action `a` registers, if it recorded one and it is well-formed for
+/// its target (see the module docs).
+fn diversion_of(db: &DpkgDb, a: &ActionRecord) -> Option<Diversion> {
+    let p = a.package.as_ref()?;
+    let to = p.diverted_to.as_deref()?;
+    let backup = a.backup.as_deref()?;
+    let well_formed = db.canonical(&p.db_path) == a.target.as_str()
+        && p.db_path.starts_with('/')
+        && to == store_path(&a.target, backup);
+    well_formed.then(|| Diversion::ours(&p.db_path, to))
+}
+
+fn divert_err(what: &str, e: impl Into<std::io::Error>) -> Error {
+    Error::io(
+        ErrorId::Generic,
+        format!("{what} var/lib/dpkg/diversions"),
+        e.into(),
+    )
+}
+
+/// Adds the diversions of `actions` to the root's database, keeping every other entry
+/// as it is; writes nothing when all are there already.
+///
+/// # Errors
+///
+/// The diversions file cannot be read or written, or dpkg would refuse the result.
+pub(crate) fn divert(db: &DpkgDb, actions: &[&ActionRecord]) -> Result<()> {
+    let mut all = dpkg::read_diversions(db.admin())?;
+    let before = all.len();
+    for d in actions.iter().filter_map(|a| diversion_of(db, a)) {
+        if !all.contains(&d) {
+            all.push(d);
+        }
+    }
+    if all.len() != before {
+        dpkg::write_diversions(db.admin(), &all).map_err(|e| divert_err("writing", e))?;
+    }
+    Ok(())
+}
+
+/// Removes the diversions of `actions` (only entries Switchyard holds, with exactly
+/// their paths); writes nothing when none is there.
+///
+/// # Errors
+///
+/// The diversions file cannot be read or written.
+pub(crate) fn undivert(db: &DpkgDb, actions: &[&ActionRecord]) -> Result<()> {
+    let ours: Vec<Diversion> = actions.iter().filter_map(|a| diversion_of(db, a)).collect();
+    if ours.is_empty() {
+        return Ok(());
+    }
+    let mut all = dpkg::read_diversions(db.admin())?;
+    let before = all.len();
+    all.retain(|d| !ours.contains(d));
+    if all.len() != before {
+        dpkg::write_diversions(db.admin(), &all).map_err(|e| divert_err("writing", e))?;
+    }
+    Ok(())
+}
+
+/// Takes dpkg's locks when any of `actions` involves a package (M3).
+///
+/// # Errors
+///
+/// `E_LOCKING` naming the holder, when not acquired within `timeout_ms`.
+pub(crate) fn lock_if_needed(
+    db: Option<&DpkgDb>,
+    actions: &[ActionRecord],
+    timeout_ms: u64,
+) -> Result<Option<DpkgLock>> {
+    match db {
+        Some(db) if actions.iter().any(|a| !a.noop && a.package.is_some()) => Some(
+            DpkgLock::acquire(db.admin(), Duration::from_millis(timeout_ms)),
+        )
+        .transpose(),
+        _ => Ok(None),
+    }
+}

@@ -1,0 +1,497 @@
+//! Living beside dpkg (M1–M5, S4, S8, T7), against the real tools: packages built with
+//! `dpkg-deb`, installed and upgraded by `dpkg --root` into a temp root, checked with
+//! `dpkg-divert --list`, `dpkg -S`, `dpkg --verify` and `dpkg --audit`.
+//!
+//! Root-only: ignored in a non-root build, and failing loudly in CI (T3) when a tool
+//! is missing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use switchyard::failpoints as fp;
+use switchyard::{
+    ApplyMode, DriftState, ErrorId, HealthVerdict, PlanInput, Policy, RestoreResult, RunSelector,
+    Switchyard,
+};
+use switchyard_testkit::{
+    assert_root, engine_for, get_cap, run_as_nobody, run_child, set_cap, sp, ChildEnd, Deb,
+    DpkgRoot, Scenario, Tree,
+};
+
+const PKG: &str = "sy-tools";
+const CHILD: &str = env!("CARGO_BIN_EXE_crashchild");
+const LOCKHOLDER: &str = env!("CARGO_BIN_EXE_dpkglockholder");
+
+fn body(name: &str, v: u32) -> Vec<u8> {
+    format!("#!/bin/sh\necho {name} v{v}\n").into_bytes()
+}
+
+/// Version `v`: `usr/bin/alpha` (0755), `usr/bin/beta` (setuid root, 04755) and,
+/// when `merged`, `bin/gamma` (shipped under `/bin`, as bookworm's coreutils ships
+/// `/bin/ls`).
+fn pkg(v: u32, merged: bool) -> Deb {
+    let mut b = Deb::builder(PKG, &format!("{v}.0"))
+        .file("usr/bin/alpha", &body("alpha", v), 0o755)
+        .file("usr/bin/beta", &body("beta", v), 0o4755);
+    if merged {
+        b = b.file("bin/gamma", &body("gamma", v), 0o755);
+    }
+    b.build()
+}
+
+/// A root with version 1 installed, `alpha` given `cap_net_raw+ep`, and the
+/// alternatives in `usr/lib/alt`.
+fn root_with_v1(merged: bool) -> DpkgRoot {
+    let r = if merged {
+        DpkgRoot::merged_usr()
+    } else {
+        DpkgRoot::new()
+    };
+    r.install(&pkg(1, merged));
+    set_cap(&r.host("usr/bin/alpha"), "cap_net_raw+ep");
+    for n in ["alpha", "beta", "gamma", "unowned"] {
+        let p = r.host(&format!("usr/lib/alt/{n}"));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("#!/bin/sh\necho alt-{n}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for d in ["usr/lib", "usr/lib/alt"] {
+        std::fs::set_permissions(r.host(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    r
+}
+
+fn names(merged: bool) -> Vec<&'static str> {
+    if merged {
+        vec!["alpha", "beta", "gamma"]
+    } else {
+        vec!["alpha", "beta"]
+    }
+}
+
+fn links(merged: bool) -> PlanInput {
+    names(merged)
+        .into_iter()
+        .fold(PlanInput::default(), |i, n| {
+            i.link(sp(&format!("usr/bin/{n}")), sp(&format!("usr/lib/alt/{n}")))
+        })
+}
+
+/// The tree outside the state directory and the package database.
+fn tree(r: &DpkgRoot) -> Tree {
+    Tree::capture(r.path(), &["var"])
+}
+
+fn engine(r: &DpkgRoot) -> Switchyard {
+    engine_for(r.path(), Policy::dev()).0
+}
+
+fn ours(r: &DpkgRoot) -> Vec<String> {
+    r.divert_list()
+        .into_iter()
+        .filter(|l| l.ends_with(" by switchyard"))
+        .collect()
+}
+
+/// `dpkg --verify` reports nothing (it exits 0 either way; the output is the verdict).
+fn assert_verified(r: &DpkgRoot, when: &str) {
+    let v = r.verify();
+    assert!(
+        v.stdout.trim().is_empty(),
+        "{when}: dpkg --verify: {}",
+        v.stdout
+    );
+}
+
+fn apply(sy: &Switchyard, input: &PlanInput) -> switchyard::ApplyReport {
+    sy.apply(&sy.plan(input).unwrap(), ApplyMode::Commit)
+        .unwrap_or_else(|e| panic!("apply: {e}"))
+}
+
+/// M2, S8, R2: the swap registers a diversion per target as the package spells it;
+/// dpkg's tools agree with the tree; the setuid original cannot be run by nobody;
+/// rollback restores mode 4755 and the capability exactly and removes every trace.
+fn swap_diverts_and_rollback_restores(merged: bool) {
+    let r = root_with_v1(merged);
+    let before = tree(&r);
+    let cap = get_cap(&r.host("usr/bin/alpha")).expect("alpha has its capability");
+    let sy = engine(&r);
+    let run = apply(&sy, &links(merged));
+    let mut want: Vec<String> = names(merged)
+        .iter()
+        .map(|n| {
+            let spelled = if *n == "gamma" { "/bin" } else { "/usr/bin" };
+            format!("diversion of {spelled}/{n} to /usr/bin/.switchyard/{n}.1.bak by switchyard")
+        })
+        .collect();
+    want.sort();
+    let mut got = ours(&r);
+    got.sort();
+    assert_eq!(got, want, "M2: dpkg-divert --list");
+    assert_verified(&r, "after apply");
+    let s = r.search("/usr/bin/alpha");
+    assert!(
+        s.stdout.contains("diversion by switchyard"),
+        "dpkg -S: {}",
+        s.stdout
+    );
+    let kept = r.host("usr/bin/.switchyard/beta.1.bak");
+    assert_eq!(
+        run_as_nobody(kept.to_str().unwrap(), &[]).code(),
+        126,
+        "S8: nobody cannot run the kept setuid original"
+    );
+    let st = sy.status().unwrap();
+    assert!(st.targets.iter().all(|t| t.state == DriftState::InEffect));
+    let alpha = st
+        .targets
+        .iter()
+        .find(|t| t.path == "usr/bin/alpha")
+        .unwrap();
+    assert_eq!(
+        (alpha.package.as_deref(), alpha.version.as_deref()),
+        (Some(PKG), Some("1.0")),
+        "M4/O7: status names the package"
+    );
+    sy.rollback(RunSelector::Id(run.run_id), ApplyMode::Commit)
+        .unwrap();
+    assert_eq!(tree(&r), before, "R2/R6: exact tree, store gone");
+    assert_eq!(
+        get_cap(&r.host("usr/bin/alpha")),
+        Some(cap),
+        "capability back"
+    );
+    assert!(ours(&r).is_empty(), "M2: diversions gone");
+    assert_verified(&r, "after rollback");
+}
+
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root, setcap, setpriv")]
+fn swap_diverts_and_rollback_restores_exactly_m2_s8() {
+    assert_root("swap_diverts_and_rollback_restores_exactly_m2_s8");
+    swap_diverts_and_rollback_restores(false);
+}
+
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root, setcap, setpriv")]
+fn merged_usr_diverts_the_path_the_package_ships_m1_m2() {
+    assert_root("merged_usr_diverts_the_path_the_package_ships_m1_m2");
+    swap_diverts_and_rollback_restores(true);
+}
+
+/// M2, M5: an upgrade while swapped lands in the backups (the links stay); rollback's
+/// dry-run predicts, and its commit restores, version 2's files — never version 1 —
+/// with dpkg's tools agreeing and nothing left behind.
+fn upgrade_while_swapped(merged: bool) {
+    let r = root_with_v1(merged);
+    let sy = engine(&r);
+    let run = apply(&sy, &links(merged));
+    r.install(&pkg(2, merged));
+    assert_eq!(r.version_of(PKG), "2.0");
+    for n in names(merged) {
+        let t = r.host(&format!("usr/bin/{n}"));
+        assert_eq!(
+            std::fs::read_link(&t).unwrap(),
+            Path::new(&format!("../lib/alt/{n}")),
+            "M2: the upgrade left our link at {n}"
+        );
+        assert_eq!(
+            std::fs::read(r.host(&format!("usr/bin/.switchyard/{n}.1.bak"))).unwrap(),
+            body(n, 2),
+            "M2: the upgrade wrote version 2 into the backup of {n}"
+        );
+    }
+    assert_verified(&r, "after the upgrade");
+    let dry = sy
+        .rollback(RunSelector::Id(run.run_id), ApplyMode::DryRun)
+        .unwrap();
+    assert!(
+        dry.actions
+            .iter()
+            .all(|a| a.result == RestoreResult::WouldRestorePackageUpdate),
+        "M5/R8: the dry-run predicts restoring the updated backups: {:?}",
+        dry.actions
+    );
+    let done = sy
+        .rollback(RunSelector::Id(run.run_id), ApplyMode::Commit)
+        .unwrap();
+    let predicted: Vec<_> = dry.actions.iter().map(|a| a.target.clone()).collect();
+    let restored: Vec<_> = done.actions.iter().map(|a| a.target.clone()).collect();
+    assert_eq!(predicted, restored, "R8: same targets");
+    assert!(done
+        .actions
+        .iter()
+        .all(|a| a.result == RestoreResult::RestoredPackageUpdate));
+    for n in names(merged) {
+        assert_eq!(
+            std::fs::read(r.host(&format!("usr/bin/{n}"))).unwrap(),
+            body(n, 2),
+            "M5: version 2 of {n} is back, never version 1"
+        );
+    }
+    let beta = std::fs::symlink_metadata(r.host("usr/bin/beta")).unwrap();
+    assert_eq!(beta.permissions().mode() & 0o7777, 0o4755);
+    assert!(!r.host("usr/bin/.switchyard").exists(), "R6: store gone");
+    assert!(ours(&r).is_empty(), "M2: diversions gone");
+    assert_verified(&r, "after rollback");
+}
+
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn an_upgrade_while_swapped_lands_in_the_backup_and_rollback_restores_it_m2_m5() {
+    assert_root("an_upgrade_while_swapped_lands_in_the_backup_and_rollback_restores_it_m2_m5");
+    upgrade_while_swapped(false);
+}
+
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn merged_usr_upgrade_while_swapped_m1_m2_m5() {
+    assert_root("merged_usr_upgrade_while_swapped_m1_m2_m5");
+    upgrade_while_swapped(true);
+}
+
+/// M4, M5: a target the package replaced without our diversion (someone removed it,
+/// then dpkg reinstalled) is `drifted` with its package; doctor fails; rollback leaves
+/// the package's file and reports it per target, removing the superseded backup;
+/// re-applying instead would keep one backup per target.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn a_target_the_package_replaced_is_reported_and_left_as_packaged_m4_m5() {
+    assert_root("a_target_the_package_replaced_is_reported_and_left_as_packaged_m4_m5");
+    let r = root_with_v1(false);
+    let sy = engine(&r);
+    let run = apply(&sy, &links(false));
+    r.divert(&["--no-rename", "--remove", "/usr/bin/alpha"]);
+    r.install(&pkg(2, false));
+    assert_eq!(
+        std::fs::read(r.host("usr/bin/alpha")).unwrap(),
+        body("alpha", 2),
+        "without the diversion dpkg overwrote our link"
+    );
+    let st = sy.status().unwrap();
+    let alpha = st
+        .targets
+        .iter()
+        .find(|t| t.path == "usr/bin/alpha")
+        .unwrap();
+    assert_eq!(alpha.state, DriftState::Drifted);
+    assert_eq!(
+        (alpha.package.as_deref(), alpha.version.as_deref()),
+        (Some(PKG), Some("2.0")),
+        "M4: drifted names the package and version that replaced it"
+    );
+    let h = sy.doctor();
+    assert_eq!(h.verdict, HealthVerdict::NeedsAttention);
+    assert_ne!(h.exit_code, 0);
+
+    let dry = sy
+        .rollback(RunSelector::Id(run.run_id), ApplyMode::DryRun)
+        .unwrap();
+    let result_of = |rep: &switchyard::RollbackReport, t: &str| {
+        rep.actions.iter().find(|a| a.target == t).unwrap().result
+    };
+    assert_eq!(
+        result_of(&dry, "usr/bin/alpha"),
+        RestoreResult::WouldKeepPackaged
+    );
+    let done = sy
+        .rollback(RunSelector::Id(run.run_id), ApplyMode::Commit)
+        .unwrap();
+    assert_eq!(
+        result_of(&done, "usr/bin/alpha"),
+        RestoreResult::KeptPackaged
+    );
+    assert_eq!(
+        result_of(&done, "usr/bin/beta"),
+        RestoreResult::RestoredPackageUpdate
+    );
+    assert_eq!(
+        std::fs::read(r.host("usr/bin/alpha")).unwrap(),
+        body("alpha", 2),
+        "M5: left as the package put it"
+    );
+    assert!(!r.host("usr/bin/.switchyard").exists(), "no backup left");
+    assert!(ours(&r).is_empty());
+    assert_verified(&r, "after rollback");
+}
+
+/// M3: dpkg's lock held by another process: `E_LOCKING` naming it, nothing changed.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn dpkgs_lock_held_by_another_process_is_named_and_nothing_changes_m3() {
+    assert_root("dpkgs_lock_held_by_another_process_is_named_and_nothing_changes_m3");
+    let r = root_with_v1(false);
+    let mut policy = Policy::dev();
+    policy.lock_timeout_ms = 200;
+    let (sy, _) = engine_for(r.path(), policy);
+    let plan = sy.plan(&links(false)).unwrap();
+    let mut holder = Command::new(LOCKHOLDER)
+        .arg(r.host("var/lib/dpkg/lock-frontend"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let before = tree(&r);
+    let diversions = std::fs::read(r.host("var/lib/dpkg/diversions")).ok();
+    let e = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
+    let pid = holder.id();
+    holder.stdin.take().unwrap().write_all(b"\n").unwrap();
+    holder.wait().unwrap();
+    assert_eq!(e.id(), ErrorId::Locking, "{e}");
+    assert!(
+        e.message().contains(&format!("dpkglockholder (pid {pid})")),
+        "names the holder: {e}"
+    );
+    assert_eq!(tree(&r), before, "nothing changed");
+    assert_eq!(
+        std::fs::read(r.host("var/lib/dpkg/diversions")).ok(),
+        diversions
+    );
+    assert!(!sy.status().unwrap().pending_journal);
+    // Once it is released, the same apply goes through.
+    sy.apply(&plan, ApplyMode::Commit).unwrap();
+}
+
+/// M3: a half-configured package makes every package-owned row stop, naming the
+/// remedy, before anything changes; S4: with strict_ownership an unowned target stops
+/// with E_OWNERSHIP.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn an_unsettled_package_and_an_unowned_target_stop_preflight_m3_s4() {
+    assert_root("an_unsettled_package_and_an_unowned_target_stop_preflight_m3_s4");
+    let r = root_with_v1(false);
+    let sy = engine(&r);
+    r.set_state(PKG, "half-configured");
+    assert!(r.audit().stdout.contains(PKG), "dpkg --audit agrees");
+    let before = tree(&r);
+    let e = sy
+        .apply(&sy.plan(&links(false)).unwrap(), ApplyMode::Commit)
+        .unwrap_err();
+    assert_eq!(e.id(), ErrorId::Policy, "{e}");
+    assert!(e.message().contains("half-configured"), "{e}");
+    let rows = sy.preflight(&sy.plan(&links(false)).unwrap()).unwrap();
+    assert!(rows
+        .rows
+        .iter()
+        .all(|row| row.notes.iter().any(|n| n.contains("dpkg --configure -a"))));
+    assert_eq!(tree(&r), before);
+
+    let r2 = root_with_v1(false);
+    std::fs::write(r2.host("usr/bin/unowned"), b"#!/bin/sh\n").unwrap();
+    let mut strict = Policy::dev();
+    strict.strict_ownership = true;
+    let (sy2, _) = engine_for(r2.path(), strict);
+    let input = links(false).link(sp("usr/bin/unowned"), sp("usr/lib/alt/unowned"));
+    let e = sy2
+        .apply(&sy2.plan(&input).unwrap(), ApplyMode::Commit)
+        .unwrap_err();
+    assert_eq!((e.id(), e.exit_code()), (ErrorId::Policy, 10), "{e}");
+    assert_eq!(e.summary_error_ids(), [ErrorId::Ownership, ErrorId::Policy]);
+    assert!(e.message().contains("no package owns this target"), "{e}");
+    // Owned targets alone pass under the same policy.
+    apply(&sy2, &links(false));
+}
+
+/// M2, A3: SIGKILL at the new failpoints (after the diversions are written; before an
+/// undo removes them) and at the swap and undo windows: after recovery the tree and
+/// `var/lib/dpkg/diversions` agree — either pre-plan (no diversion of ours) or fully
+/// applied (every diversion) — and dpkg --verify is clean.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn sigkill_around_the_diversions_leaves_tree_and_database_agreeing_m2_a3() {
+    assert_root("sigkill_around_the_diversions_leaves_tree_and_database_agreeing_m2_a3");
+    let cases = [
+        ("apply", fp::APPLY_AFTER_JOURNAL),
+        // The package failpoints (fp::PACKAGE) are covered here, and only here.
+        ("apply", fp::APPLY_AFTER_DIVERT),
+        ("apply", fp::APPLY_AFTER_SWAP),
+        ("apply", fp::APPLY_BEFORE_COMMIT),
+        ("apply", fp::APPLY_AFTER_COMMIT),
+        ("rollback", fp::UNDO_AFTER_SWAP),
+        ("rollback", fp::UNDO_BEFORE_UNDIVERT),
+        ("rollback", fp::ROLLBACK_BEFORE_COMMIT),
+    ];
+    let linked: Vec<(String, String)> = names(false)
+        .iter()
+        .map(|n| (format!("usr/bin/{n}"), format!("usr/lib/alt/{n}")))
+        .collect();
+    for (op, point) in cases {
+        let r = root_with_v1(false);
+        let before = tree(&r);
+        let sy = engine(&r);
+        let run = (op == "rollback").then(|| apply(&sy, &links(false)).run_id);
+        let applied = run.map(|_| tree(&r));
+        let end = run_child(
+            CHILD.as_ref(),
+            &Scenario {
+                root: r.path().to_path_buf(),
+                op: op.into(),
+                failpoint: point.into(),
+                mode: "kill".into(),
+                nth: 1,
+                run: run.map(|r| r.to_string()),
+                links: linked.clone(),
+                fallback: false,
+            },
+        );
+        assert_eq!(end, ChildEnd::Killed, "{op} at {point}: never reached");
+        sy.recover(ApplyMode::Commit)
+            .unwrap_or_else(|e| panic!("{op} at {point}: recover: {e}"));
+        let now = tree(&r);
+        let diverted = ours(&r).len();
+        if now == before {
+            assert_eq!(
+                diverted, 0,
+                "{op} at {point}: pre-plan tree, our diversions left"
+            );
+        } else {
+            if let Some(applied) = &applied {
+                assert_eq!(
+                    &now, applied,
+                    "{op} at {point}: neither pre-plan nor applied"
+                );
+            }
+            for n in names(false) {
+                assert_eq!(
+                    std::fs::read_link(r.host(&format!("usr/bin/{n}"))).ok(),
+                    Some(format!("../lib/alt/{n}").into()),
+                    "{op} at {point}: neither pre-plan nor applied"
+                );
+                assert_eq!(
+                    std::fs::read(r.host(&format!("usr/bin/.switchyard/{n}.1.bak"))).unwrap(),
+                    body(n, 1)
+                );
+            }
+            assert_eq!(
+                diverted, 2,
+                "{op} at {point}: applied tree, diversions missing"
+            );
+        }
+        assert_verified(&r, &format!("{op} at {point}"));
+    }
+}
+
+/// T1: every package failpoint has its crash case above (the plain suites skip them).
+#[test]
+fn every_package_failpoint_is_crash_tested_t1() {
+    let src = include_str!("packages.rs");
+    for f in fp::PACKAGE {
+        let name = match *f {
+            fp::APPLY_AFTER_DIVERT => "fp::APPLY_AFTER_DIVERT",
+            fp::UNDO_BEFORE_UNDIVERT => "fp::UNDO_BEFORE_UNDIVERT",
+            other => panic!("{other}: add it to the crash cases of this file"),
+        };
+        assert!(
+            src.contains(&format!("\", {name})")),
+            "{f} has no crash case"
+        );
+    }
+}
