@@ -325,6 +325,34 @@ pub enum ApplyResultFact {
     Summary(ApplySummaryFact),
 }
 
+/// Who owns a target (O7, M1): its owner and group before the run, and the package
+/// that owns it per the root's package database (`null` without a database, or when
+/// no package owns it; the apply summary's `package_db` says which).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub struct Provenance {
+    /// Owner of the prior node (`null` when the target was absent).
+    pub uid: Option<u32>,
+    /// Group of the prior node (`null` when the target was absent).
+    pub gid: Option<u32>,
+    /// The owning package.
+    pub pkg: Option<String>,
+    /// Its installed version.
+    pub version: Option<String>,
+}
+
+impl Provenance {
+    /// The provenance an action journaled.
+    pub(crate) fn of(a: &crate::state::ActionRecord) -> Provenance {
+        let present = a.prior.kind != NodeKind::Absent;
+        Provenance {
+            uid: present.then_some(a.prior.uid),
+            gid: present.then_some(a.prior.gid),
+            pkg: a.package.as_ref().map(|p| p.package.clone()),
+            version: a.package.as_ref().map(|p| p.version.clone()),
+        }
+    }
+}
+
 /// What one action of an apply did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ApplyActionFact {
@@ -361,6 +389,19 @@ pub struct ApplyActionFact {
     pub noop: bool,
     /// Time spent on this action.
     pub duration_ms: u64,
+    /// Who owns the target (O7).
+    pub provenance: Provenance,
+}
+
+/// Which package database a run consulted (M1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PackageDb {
+    /// The root's dpkg database (`var/lib/dpkg`).
+    Dpkg,
+    /// The root has no package database.
+    None,
 }
 
 /// The summary of an apply.
@@ -376,6 +417,10 @@ pub struct ApplySummaryFact {
     /// Directories fsynced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fsync_count: Option<u64>,
+    /// The package database consulted for ownership (M1): `dpkg`, or `none` when the
+    /// root has none. Absent when the run failed before looking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_db: Option<PackageDb>,
     /// Why the apply failed.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
@@ -407,6 +452,13 @@ pub struct UndoFact {
     pub after_hash: Option<String>,
     /// Always `sha256`.
     pub hash_alg: HashAlg,
+    /// Who owned the target when it was swapped (O7).
+    pub provenance: Provenance,
+    /// How it was undone (M5): `restored`, `restored_package_update` (the backup as
+    /// dpkg updated it through the diversion, MD5 checked) or `kept_packaged`;
+    /// absent when undoing it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<crate::report::RestoreResult>,
     /// Why undoing this action failed.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
@@ -837,6 +889,7 @@ mod tests {
                 degraded_reason: None,
                 noop: false,
                 duration_ms: 5,
+                provenance: Provenance::default(),
             },
         )));
         let mut e = Emitter::new(vec![], None, true);

@@ -31,6 +31,8 @@ pub struct ActionOutcome {
     pub backup: Option<String>,
     /// Whether the target already was what the plan asks (D3).
     pub noop: bool,
+    /// Who owns the target (O7): owner, group and package.
+    pub provenance: crate::facts::Provenance,
 }
 
 /// The result of [`Switchyard::apply`](crate::Switchyard::apply).
@@ -98,7 +100,9 @@ pub struct RestoredTarget {
 }
 
 /// What a rollback did to one target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RestoreResult {

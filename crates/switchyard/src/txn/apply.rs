@@ -17,7 +17,7 @@
 use crate::adapters::dpkg::DpkgDb;
 use crate::adapters::smoke::SmokeContext;
 use crate::error::{Error, ErrorId, Result};
-use crate::facts::{
+use crate::facts::{PackageDb, Provenance, 
     ApplyActionFact, ApplyResultFact, ApplySummaryFact, Emitter, Event, Fact, HashAlg, Perf,
     SmokeFact, Stage,
 };
@@ -107,6 +107,7 @@ fn outcome(r: &ActionRecord, after_kind: NodeKind) -> ActionOutcome {
         after_hash: r.after_hash.clone(),
         backup: r.backup.as_deref().filter(|_| !r.noop).map(store::shown),
         noop: r.noop,
+        provenance: Provenance::of(r),
     }
 }
 
@@ -127,6 +128,7 @@ fn result_fact(o: &ActionOutcome, duration_ms: u64) -> Fact {
             degraded_reason: None,
             noop: o.noop,
             duration_ms,
+            provenance: o.provenance.clone(),
         },
     )))
 }
@@ -139,6 +141,7 @@ fn fail(em: &mut Emitter, e: Error, action_count: usize) -> Error {
             changed: false,
             perf: None,
             fsync_count: None,
+            package_db: None,
             failure: None,
         },
     )));
@@ -263,6 +266,7 @@ impl Switchyard {
                     ..Perf::default()
                 },
                 dir_count as u64,
+                packages.as_ref(),
             ));
             em.flush();
             return Ok(ApplyReport {
@@ -422,7 +426,7 @@ impl Switchyard {
             record.status = RunStatus::Committed;
             record.changed = changed;
             record.error = Some(e.message().to_owned());
-            em.emit(summary(n, changed, perf, fsyncs).failed(&e));
+            em.emit(summary(n, changed, perf, fsyncs, packages.as_ref()).failed(&e));
             smoke_facts.into_iter().for_each(|f| em.emit(f));
             state.write_record(&record, &em.jsonl())?;
             state.clear_journal(&record.run_id)?;
@@ -439,7 +443,7 @@ impl Switchyard {
                 Error::io(ErrorId::Generic, "before commit", e),
             ));
         }
-        em.emit(summary(n, changed, perf, fsyncs));
+        em.emit(summary(n, changed, perf, fsyncs, packages.as_ref()));
         smoke_facts.into_iter().for_each(|f| em.emit(f));
         record.status = RunStatus::Committed;
         record.changed = changed;
@@ -592,13 +596,18 @@ fn planned_kind(r: &ActionRecord) -> NodeKind {
     }
 }
 
-fn summary(n: usize, changed: bool, perf: Perf, fsyncs: u64) -> Fact {
+fn summary(n: usize, changed: bool, perf: Perf, fsyncs: u64, db: Option<&DpkgDb>) -> Fact {
     Fact::new(Event::ApplyResult(ApplyResultFact::Summary(
         ApplySummaryFact {
             action_count: n as u64,
             changed,
             perf: Some(perf),
             fsync_count: Some(fsyncs),
+            package_db: Some(if db.is_some() {
+                PackageDb::Dpkg
+            } else {
+                PackageDb::None
+            }),
             failure: None,
         },
     )))

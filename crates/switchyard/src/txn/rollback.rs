@@ -151,8 +151,8 @@ impl Switchyard {
             }
         }
         if !commit {
-            for a in actions.iter().rev().filter(|a| !a.noop) {
-                em.emit(undo_fact(Stage::Rollback, a));
+            for (a, t) in actions.iter().rev().filter(|a| !a.noop).zip(&targets) {
+                em.emit(undo_fact(Stage::Rollback, a, Some(t.result)));
             }
             finish(&mut em, true, false, None);
             return Ok(report(&em, true, false, None, &targets));

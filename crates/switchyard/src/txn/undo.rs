@@ -244,7 +244,7 @@ pub(crate) fn undo_actions(
             remediation,
         });
         if let Some((em, stage)) = em.as_mut() {
-            let mut f = undo_fact(*stage, a);
+            let mut f = undo_fact(*stage, a, r.as_ref().ok().map(|(_, result)| *result));
             if let Err(e) = &r {
                 f = f.failed(e);
             }
@@ -296,7 +296,7 @@ pub(crate) fn undo_actions(
 }
 
 /// The fact of one undone action: `rollback` or `recovery` (`stage` says which).
-pub(crate) fn undo_fact(stage: Stage, a: &ActionRecord) -> Fact {
+pub(crate) fn undo_fact(stage: Stage, a: &ActionRecord, result: Option<RestoreResult>) -> Fact {
     let f = UndoFact {
         action_id: a.action_id,
         path: a.target.to_string(),
@@ -304,6 +304,8 @@ pub(crate) fn undo_fact(stage: Stage, a: &ActionRecord) -> Fact {
         after_kind: a.prior.kind,
         after_hash: a.before_hash.clone(),
         hash_alg: HashAlg::Sha256,
+        provenance: crate::facts::Provenance::of(a),
+        result,
         failure: None,
     };
     Fact::new(if stage == Stage::Recovery {
