@@ -495,3 +495,54 @@ fn every_package_failpoint_is_crash_tested_t1() {
         );
     }
 }
+
+/// M4, P1: re-applying a target the package replaced (its diversion removed, then an
+/// upgrade) puts it back in effect with one backup — the package's current file — and
+/// retires the superseded one; rolling back both runs, newest first, ends with the
+/// package's version 2 everywhere and nothing of Switchyard's left.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn reapplying_a_drifted_target_keeps_one_backup_m4() {
+    assert_root("reapplying_a_drifted_target_keeps_one_backup_m4");
+    let r = root_with_v1(false);
+    let sy = engine(&r);
+    let first = apply(&sy, &links(false));
+    r.divert(&["--no-rename", "--remove", "/usr/bin/alpha"]);
+    r.install(&pkg(2, false));
+    let second = apply(&sy, &links(false));
+    let store = Tree::capture(&r.host("usr/bin/.switchyard"), &[]);
+    let mut kept: Vec<&String> = store.0.keys().filter(|k| !k.is_empty()).collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        ["alpha.2.bak", "beta.1.bak"],
+        "M4: one backup per target"
+    );
+    assert_eq!(
+        std::fs::read(r.host("usr/bin/.switchyard/alpha.2.bak")).unwrap(),
+        body("alpha", 2)
+    );
+    let st = sy.status().unwrap();
+    assert!(st.targets.iter().all(|t| t.state == DriftState::InEffect));
+    assert!(
+        st.targets.iter().all(|t| t.backup_current == Some(true)),
+        "M4: every backup is current with the package: {:?}",
+        st.targets
+    );
+    assert_eq!(ours(&r).len(), 2, "both paths diverted again");
+    assert_verified(&r, "after re-applying");
+    sy.rollback(RunSelector::Id(second.run_id), ApplyMode::Commit)
+        .unwrap();
+    sy.rollback(RunSelector::Id(first.run_id), ApplyMode::Commit)
+        .unwrap();
+    for n in names(false) {
+        assert_eq!(
+            std::fs::read(r.host(&format!("usr/bin/{n}"))).unwrap(),
+            body(n, 2),
+            "M5: version 2 of {n}"
+        );
+    }
+    assert!(!r.host("usr/bin/.switchyard").exists());
+    assert!(ours(&r).is_empty());
+    assert_verified(&r, "after both rollbacks");
+}

@@ -17,9 +17,9 @@
 use crate::adapters::dpkg::DpkgDb;
 use crate::adapters::smoke::SmokeContext;
 use crate::error::{Error, ErrorId, Result};
-use crate::facts::{PackageDb, Provenance, 
-    ApplyActionFact, ApplyResultFact, ApplySummaryFact, Emitter, Event, Fact, HashAlg, Perf,
-    SmokeFact, Stage,
+use crate::facts::{
+    ApplyActionFact, ApplyResultFact, ApplySummaryFact, Emitter, Event, Fact, HashAlg, PackageDb,
+    Perf, Provenance, SmokeFact, Stage,
 };
 use crate::failpoints::{self as fp, hit};
 use crate::handle::{ApplyMode, Switchyard};
@@ -461,7 +461,7 @@ impl Switchyard {
                 }
             });
         // O9: past the commit point the run is in effect, whatever the bookkeeping.
-        let warnings = match cleared {
+        let mut warnings = match cleared {
             Ok(()) => Vec::new(),
             Err(e) => vec![format!(
                 "run {} committed and is in effect, but {}; the next run or `recover` completes it",
@@ -469,6 +469,13 @@ impl Switchyard {
                 e.message()
             )],
         };
+        if let Err(e) = self.retire_superseded(state, &record, packages.as_ref()) {
+            warnings.push(format!(
+                "run {} committed and is in effect, but superseded backups were not all removed: {}",
+                record.run_id,
+                e.message()
+            ));
+        }
         em.flush();
         Ok(ApplyReport {
             run_id: em.run_id,
@@ -479,6 +486,74 @@ impl Switchyard {
             facts_path: Some(state.facts_path(&em.run_id)),
             warnings,
         })
+    }
+
+    /// M4: after re-applying a target that drifted because its package replaced it,
+    /// the new backup is the package's current file (its MD5 matches the database);
+    /// older live runs' backups of that target are superseded and removed, so a
+    /// target keeps one backup. Without a package database nothing is proven
+    /// superseded, and nothing is removed. Returns how many were removed.
+    fn retire_superseded(
+        &self,
+        state: &StateDir,
+        record: &RunRecord,
+        db: Option<&DpkgDb>,
+    ) -> Result<usize> {
+        let Some(db) = db else {
+            return Ok(0);
+        };
+        // Only a backup that is not its target's first can have older siblings.
+        let candidates: Vec<&ActionRecord> = record
+            .actions
+            .iter()
+            .filter(|a| !a.noop && a.package.is_some())
+            .filter(|a| a.backup.as_deref().is_some_and(|b| !b.ends_with(".1.bak")))
+            .collect();
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let records = self.records(Some(state))?;
+        let io = |what: &str, e: std::io::Error| Error::io(ErrorId::Generic, what.to_owned(), e);
+        let mut removed = 0;
+        for a in candidates {
+            let (Some(p), Some(b)) = (&a.package, a.backup.as_deref()) else {
+                continue;
+            };
+            let Some(md5) = db
+                .owners(&a.target)
+                .iter()
+                .find(|o| o.db_path == p.db_path)
+                .and_then(|o| o.md5.clone())
+            else {
+                continue;
+            };
+            let dir = self
+                .root
+                .open_parent(&a.target)
+                .map_err(|e| io("opening directory", e))?;
+            let Some(st) = store::open(&dir, false).map_err(|e| io("opening the store", e))? else {
+                continue;
+            };
+            if crate::adapters::dpkg::md5_of(&st, b).map_err(|e| io("hashing", e))? != Some(md5) {
+                continue;
+            }
+            let older = records
+                .iter()
+                .filter(|r| r.is_live_apply() && r.run_id != record.run_id)
+                .flat_map(|r| r.actions.iter())
+                .filter(|o| !o.noop && o.target == a.target)
+                .filter_map(|o| o.backup.as_deref())
+                .filter(|old| *old != b);
+            for old in older {
+                match rustix::fs::unlinkat(&st, old, rustix::fs::AtFlags::empty()) {
+                    Ok(()) => removed += 1,
+                    Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(io("removing a superseded backup", e.into())),
+                }
+            }
+            rustix::fs::fsync(&st).map_err(|e| io("syncing the store", e.into()))?;
+        }
+        Ok(removed)
     }
 
     /// Runs the smoke runner; returns the failure (if any) and the `smoke` facts.

@@ -58,13 +58,16 @@ fn divert_err(what: &str, e: impl Into<std::io::Error>) -> Error {
 /// The diversions file cannot be read or written, or dpkg would refuse the result.
 pub(crate) fn divert(db: &DpkgDb, actions: &[&ActionRecord]) -> Result<()> {
     let mut all = dpkg::read_diversions(db.admin())?;
-    let before = all.len();
+    let before = all.clone();
     for d in actions.iter().filter_map(|a| diversion_of(db, a)) {
         if !all.contains(&d) {
+            // A re-applied target (M4): our older diversion of the same path is
+            // superseded by this run's, which points at this run's backup.
+            all.retain(|x| !(x.is_ours() && x.from == d.from));
             all.push(d);
         }
     }
-    if all.len() != before {
+    if all != before {
         dpkg::write_diversions(db.admin(), &all).map_err(|e| divert_err("writing", e))?;
     }
     Ok(())
