@@ -486,11 +486,27 @@ pub fn status(ctx: &Ctx) -> CmdResult {
         .iter()
         .filter(|t| t.state != DriftState::InEffect)
     {
+        let by = match (&t.package, &t.version) {
+            (Some(p), Some(v)) if t.state == DriftState::Drifted => {
+                format!(" (package {} {v} owns it now)", shown(p))
+            }
+            _ => String::new(),
+        };
         s.push_str(&format!(
-            "{}: {} — no longer what run {} installed; apply its manifest again or roll the run back\n",
+            "{}: {}{by} — no longer what run {} installed; apply its manifest again or roll the run back\n",
             shown(&t.path),
             out.paint(Paint::Yellow, t.state.as_str()),
             t.run_id
+        ));
+    }
+    for t in st
+        .targets
+        .iter()
+        .filter(|t| t.backup_current == Some(false))
+    {
+        s.push_str(&format!(
+            "{}: its backup is not the file the package database says is installed (an upgrade did not go through the diversion)\n",
+            shown(&t.path)
         ));
     }
     s.push_str(&format!(

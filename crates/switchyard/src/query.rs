@@ -617,11 +617,15 @@ impl Switchyard {
                         problem(
                             Area::Targets,
                             format!(
-                                "{} is {} (run {} made it; now {}): apply the manifest again to put it back, or roll the run back",
+                                "{} is {} (run {} made it; now {}{}): apply the manifest again to put it back, or roll the run back",
                                 t.path,
                                 t.state.as_str(),
                                 t.run_id,
-                                t.kind.as_str()
+                                t.kind.as_str(),
+                                match (&t.package, &t.version, t.state) {
+                                    (Some(p), Some(v), DriftState::Drifted) => format!(", owned by package {p} {v}"),
+                                    _ => String::new(),
+                                }
                             ),
                         );
                     }
