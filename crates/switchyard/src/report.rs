@@ -121,6 +121,12 @@ pub enum RestoreResult {
     KeptPackaged,
     /// A dry-run: would be left as the package put it.
     WouldKeepPackaged,
+    /// Something else replaced the target; it was not overwritten (R5). Only in a
+    /// failed rollback's per-target states: the rollback stays pending (R8).
+    Refused,
+    /// A dry-run: the commit would refuse to overwrite what replaced the target, and
+    /// stay pending until it is moved aside (R8).
+    WouldRefuse,
 }
 
 impl RestoreResult {
@@ -133,6 +139,8 @@ impl RestoreResult {
             RestoreResult::WouldRestorePackageUpdate => "would_restore_package_update",
             RestoreResult::KeptPackaged => "kept_packaged",
             RestoreResult::WouldKeepPackaged => "would_keep_packaged",
+            RestoreResult::Refused => "refused",
+            RestoreResult::WouldRefuse => "would_refuse",
         }
     }
 }

@@ -231,7 +231,7 @@ fn is_foreign(a: &ActionRecord, n: &Node) -> bool {
 }
 
 /// Whether `n` is the node action `a` installs.
-fn is_new(a: &ActionRecord, n: &Node) -> bool {
+pub(crate) fn is_new(a: &ActionRecord, n: &Node) -> bool {
     match a.kind {
         ActionKind::Link => {
             n.kind == NodeKind::Symlink && n.link_dest == a.new_link && !n.same_inode(&a.prior)

@@ -132,6 +132,23 @@ fn failed_rollback_step_reports_every_target_r5() {
     // Someone replaces our link at usr/bin/ls with their own file.
     std::fs::remove_file(f.host("usr/bin/ls")).unwrap();
     f.write("usr/bin/ls", b"someone else's", 0o755);
+    // R8: the dry-run predicts the commit, target by target.
+    let dry = sy
+        .rollback(RunSelector::Id(rep.run_id), ApplyMode::DryRun)
+        .unwrap();
+    let predicted: Vec<(&str, &str)> = dry
+        .actions
+        .iter()
+        .map(|a| (a.target.as_str(), a.result.as_str()))
+        .collect();
+    assert_eq!(
+        predicted,
+        [
+            ("usr/bin/new", "would_restore"),
+            ("usr/bin/ls", "would_refuse"),
+            ("usr/bin/cat", "would_restore")
+        ]
+    );
     let err = sy
         .rollback(RunSelector::Id(rep.run_id), ApplyMode::Commit)
         .unwrap_err();

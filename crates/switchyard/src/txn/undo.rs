@@ -37,6 +37,9 @@ pub(crate) enum Judgement {
     UpdatedBackup(Node),
     /// The package replaced the target since the run: it stays; the backup goes.
     KeepPackaged,
+    /// Something else replaced the target: the undo refuses to overwrite it (R5), and
+    /// a rollback stays pending (R8).
+    Refuse,
 }
 
 impl Judgement {
@@ -49,6 +52,8 @@ impl Judgement {
             (Judgement::UpdatedBackup(_), false) => RestoreResult::WouldRestorePackageUpdate,
             (Judgement::KeepPackaged, true) => RestoreResult::KeptPackaged,
             (Judgement::KeepPackaged, false) => RestoreResult::WouldKeepPackaged,
+            (Judgement::Refuse, true) => RestoreResult::Refused,
+            (Judgement::Refuse, false) => RestoreResult::WouldRefuse,
         }
     }
 }
@@ -76,13 +81,30 @@ pub(crate) fn judge(
     a: &ActionRecord,
     db: Option<&DpkgDb>,
 ) -> std::io::Result<Judgement> {
-    let Some(md5) = packaged_md5(db, a) else {
+    if a.noop {
         return Ok(Judgement::Undo);
-    };
+    }
     let t = a.target.file_name();
     let now = Node::observe(dir, t, false)?;
-    let ours = now.kind == NodeKind::Symlink && now.link_dest == a.new_link;
-    if !ours && !now.same_inode(&a.prior) && md5_of(dir, t)?.as_deref() == Some(&md5) {
+    let foreign =
+        now.kind != NodeKind::Absent && !crate::swap::is_new(a, &now) && !now.same_inode(&a.prior);
+    // What the undo will refuse: a foreign node where the original is still kept.
+    let kept = |b: Option<&str>| -> std::io::Result<bool> {
+        Ok(match (store, b) {
+            (Some(st), Some(b)) => Node::observe(st, b, false)?.same_inode(&a.prior),
+            _ => false,
+        })
+    };
+    let Some(md5) = packaged_md5(db, a) else {
+        return Ok(
+            if foreign && (kept(a.backup.as_deref())? || kept(Some(&a.stage))?) {
+                Judgement::Refuse
+            } else {
+                Judgement::Undo
+            },
+        );
+    };
+    if foreign && md5_of(dir, t)?.as_deref() == Some(&md5) {
         return Ok(Judgement::KeepPackaged);
     }
     if let (Some(store), Some(b)) = (store, a.backup.as_deref()) {
@@ -91,10 +113,20 @@ pub(crate) fn judge(
             && !at.same_inode(&a.prior)
             && md5_of(store, b)?.as_deref() == Some(&md5)
         {
-            return Ok(Judgement::UpdatedBackup(at));
+            return Ok(if foreign {
+                Judgement::Refuse
+            } else {
+                Judgement::UpdatedBackup(at)
+            });
         }
     }
-    Ok(Judgement::Undo)
+    Ok(
+        if foreign && (kept(a.backup.as_deref())? || kept(Some(&a.stage))?) {
+            Judgement::Refuse
+        } else {
+            Judgement::Undo
+        },
+    )
 }
 
 /// Carries out a [`Judgement::KeepPackaged`]: the target stays; what is left of the
@@ -206,7 +238,9 @@ pub(crate) fn undo_actions(
                 let r = judged.and_then(|j| {
                     let result = j.result(true);
                     match j {
-                        Judgement::Undo => crate::swap::undo(&dir, store.as_ref(), a, verify, mech),
+                        Judgement::Undo | Judgement::Refuse => {
+                            crate::swap::undo(&dir, store.as_ref(), a, verify, mech)
+                        }
                         Judgement::UpdatedBackup(node) => {
                             // The package's file replaces the original in the sidecar:
                             // its MD5 was checked against the database (M5).
