@@ -118,8 +118,9 @@ pub struct PackageRecord {
     pub version: String,
     /// The target's path as the package database spells it (`/bin/ls`).
     pub db_path: String,
-    /// The diversion registered for `db_path`: the backup's absolute path, where dpkg
-    /// writes upgrades of the target from then on.
+    /// The diversion of `db_path` the action concerns: the backup's absolute path, where
+    /// dpkg writes upgrades of the target while it is diverted. A link action registers
+    /// it (to its new backup); a restore action removes it (to the backup it puts back).
     pub diverted_to: Option<String>,
 }
 

@@ -546,3 +546,40 @@ fn reapplying_a_drifted_target_keeps_one_backup_m4() {
     assert!(ours(&r).is_empty());
     assert_verified(&r, "after both rollbacks");
 }
+
+/// M2, M5 with restores: a `[[restore]]` of a package-owned target puts the kept
+/// original back (its diversion goes with the backup it pointed to), and rolling that
+/// restore back puts our link back — the restored package file is the restore's own
+/// node, not a package replacement.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn a_restore_and_its_rollback_keep_dpkg_in_step_m2_m5() {
+    assert_root("a_restore_and_its_rollback_keep_dpkg_in_step_m2_m5");
+    let r = root_with_v1(false);
+    let sy = engine(&r);
+    apply(&sy, &links(false));
+    let swapped = tree(&r);
+    let restore = apply(&sy, &PlanInput::default().restore(sp("usr/bin/alpha")));
+    assert_eq!(
+        std::fs::read(r.host("usr/bin/alpha")).unwrap(),
+        body("alpha", 1)
+    );
+    assert_verified(&r, "after the restore");
+    let back = sy
+        .rollback(RunSelector::Id(restore.run_id), ApplyMode::Commit)
+        .unwrap();
+    assert!(
+        back.actions
+            .iter()
+            .all(|a| a.result == RestoreResult::Restored),
+        "{:?}",
+        back.actions
+    );
+    assert_eq!(
+        tree(&r),
+        swapped,
+        "the link is back, the original kept again"
+    );
+    assert_eq!(ours(&r).len(), 2);
+    assert_verified(&r, "after rolling the restore back");
+}

@@ -183,9 +183,13 @@ impl Inspection {
             package: o.package.clone(),
             version: o.version.clone(),
             db_path: o.db_path.clone(),
-            diverted_to: backup
-                .as_deref()
-                .map(|b| crate::txn::package::store_path(&self.action.target, b)),
+            // A link diverts to its new backup; a restore undoes the diversion of the
+            // backup it puts back (its stage).
+            diverted_to: match self.action.kind {
+                ActionKind::Link => backup.as_deref(),
+                ActionKind::Restore => Some(stage.as_str()),
+            }
+            .map(|b| crate::txn::package::store_path(&self.action.target, b)),
         });
         ActionRecord {
             action_id: self.action.action_id,

@@ -343,7 +343,7 @@ impl Switchyard {
             // M2: the diversions, journaled above, before any swap.
             if let Some(db) = &packages {
                 let owned: Vec<&ActionRecord> = record.actions.iter().filter(|a| !a.noop).collect();
-                let diverted = package::divert(db, &owned).and_then(|()| {
+                let diverted = package::settle(db, &owned, true).and_then(|()| {
                     hit(fp::APPLY_AFTER_DIVERT)
                         .map_err(|e| Error::io(ErrorId::Generic, "diversions written", e))
                 });
@@ -506,7 +506,7 @@ impl Switchyard {
         let candidates: Vec<&ActionRecord> = record
             .actions
             .iter()
-            .filter(|a| !a.noop && a.package.is_some())
+            .filter(|a| !a.noop && a.kind == ActionKind::Link && a.package.is_some())
             .filter(|a| a.backup.as_deref().is_some_and(|b| !b.ends_with(".1.bak")))
             .collect();
         if candidates.is_empty() {

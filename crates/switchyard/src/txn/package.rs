@@ -5,10 +5,11 @@
 //! Contract:
 //! - A package-owned target whose prior node is kept gets a diversion of its database
 //!   path (as its package spells it) to its backup's path, holder `switchyard`, no
-//!   rename. Apply writes the journal first (it records each diversion), then the
-//!   diversions, then swaps; every undo (automatic, rollback, recovery) swaps back
-//!   first and then removes the diversions of the actions it undid. Adding and removing
-//!   are idempotent and re-read the diversions file under dpkg's lock, so a crash on
+//!   rename; a restore that puts such a backup back removes its diversion. Apply
+//!   writes the journal first (it records each diversion), then the diversions, then
+//!   swaps; every undo (automatic, rollback, recovery) swaps back first and then
+//!   reverses the diversions of the actions it undid. Both directions ([`settle`]) are
+//!   idempotent and re-read the diversions file under dpkg's lock, so a crash on
 //!   either side is settled by running the same step again.
 //! - A diversion is written only if the record's database path names the action's own
 //!   target (through the root's merged-/usr aliases) and points into that target's
@@ -18,6 +19,7 @@
 
 use crate::adapters::dpkg::{self, Diversion, DpkgDb, DpkgLock};
 use crate::error::{Error, ErrorId, Result};
+use crate::plan::ActionKind;
 use crate::state::ActionRecord;
 use crate::store::STORE_DIR;
 use std::time::Duration;
@@ -30,15 +32,19 @@ pub(crate) fn store_path(target: &crate::path::SafePath, entry: &str) -> String 
     }
 }
 
-/// The diversion action `a` registers, if it recorded one and it is well-formed for
-/// its target (see the module docs).
+/// The diversion action `a` concerns, if it recorded one and it is well-formed for its
+/// target (see the module docs): a link action registers it (to its new backup); a
+/// restore action removes it (it puts back the backup it pointed to, its stage).
 fn diversion_of(db: &DpkgDb, a: &ActionRecord) -> Option<Diversion> {
     let p = a.package.as_ref()?;
     let to = p.diverted_to.as_deref()?;
-    let backup = a.backup.as_deref()?;
+    let entry = match a.kind {
+        ActionKind::Link => a.backup.as_deref()?,
+        ActionKind::Restore => a.stage.as_str(),
+    };
     let well_formed = db.canonical(&p.db_path) == a.target.as_str()
         && p.db_path.starts_with('/')
-        && to == store_path(&a.target, backup);
+        && to == store_path(&a.target, entry);
     well_formed.then(|| Diversion::ours(&p.db_path, to))
 }
 
@@ -50,44 +56,33 @@ fn divert_err(what: &str, e: impl Into<std::io::Error>) -> Error {
     )
 }
 
-/// Adds the diversions of `actions` to the root's database, keeping every other entry
-/// as it is; writes nothing when all are there already.
+/// Brings the diversions file in step with `actions` (M2): `forward` (apply) registers
+/// the diversions of link actions and removes those of restore actions; backward (every
+/// undo) does the opposite. Every other entry is kept as it is; nothing is written when
+/// the file already says so.
 ///
 /// # Errors
 ///
 /// The diversions file cannot be read or written, or dpkg would refuse the result.
-pub(crate) fn divert(db: &DpkgDb, actions: &[&ActionRecord]) -> Result<()> {
+pub(crate) fn settle(db: &DpkgDb, actions: &[&ActionRecord], forward: bool) -> Result<()> {
     let mut all = dpkg::read_diversions(db.admin())?;
     let before = all.clone();
-    for d in actions.iter().filter_map(|a| diversion_of(db, a)) {
-        if !all.contains(&d) {
-            // A re-applied target (M4): our older diversion of the same path is
-            // superseded by this run's, which points at this run's backup.
-            all.retain(|x| !(x.is_ours() && x.from == d.from));
-            all.push(d);
+    for a in actions.iter().filter(|a| !a.noop) {
+        let Some(d) = diversion_of(db, a) else {
+            continue;
+        };
+        if (a.kind == ActionKind::Link) == forward {
+            if !all.contains(&d) {
+                // A re-applied target (M4): our older diversion of the same path is
+                // superseded by this one, which points at this run's backup.
+                all.retain(|x| !(x.is_ours() && x.from == d.from));
+                all.push(d);
+            }
+        } else {
+            all.retain(|x| x != &d);
         }
     }
     if all != before {
-        dpkg::write_diversions(db.admin(), &all).map_err(|e| divert_err("writing", e))?;
-    }
-    Ok(())
-}
-
-/// Removes the diversions of `actions` (only entries Switchyard holds, with exactly
-/// their paths); writes nothing when none is there.
-///
-/// # Errors
-///
-/// The diversions file cannot be read or written.
-pub(crate) fn undivert(db: &DpkgDb, actions: &[&ActionRecord]) -> Result<()> {
-    let ours: Vec<Diversion> = actions.iter().filter_map(|a| diversion_of(db, a)).collect();
-    if ours.is_empty() {
-        return Ok(());
-    }
-    let mut all = dpkg::read_diversions(db.admin())?;
-    let before = all.len();
-    all.retain(|d| !ours.contains(d));
-    if all.len() != before {
         dpkg::write_diversions(db.admin(), &all).map_err(|e| divert_err("writing", e))?;
     }
     Ok(())

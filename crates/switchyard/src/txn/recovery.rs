@@ -94,7 +94,7 @@ impl Switchyard {
                 if let Some(db) = &db {
                     let applied: Vec<&crate::state::ActionRecord> =
                         j.actions.iter().filter(|a| !a.noop).collect();
-                    package::divert(db, &applied)?;
+                    package::settle(db, &applied, true)?;
                 }
             }
             if outcome == Outcome::Undone {

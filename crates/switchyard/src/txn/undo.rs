@@ -161,7 +161,7 @@ pub(crate) struct Undone {
     pub(crate) results: Vec<(String, RestoreResult)>,
 }
 
-/// After a successful undo: removes the diversions of `actions` (M2). Does nothing
+/// After a successful undo: reverses the diversions of `actions` (M2). Does nothing
 /// without a package database.
 ///
 /// # Errors
@@ -175,7 +175,7 @@ pub(crate) fn undivert(db: Option<&DpkgDb>, actions: &[ActionRecord]) -> Result<
     hit(fp::UNDO_BEFORE_UNDIVERT)
         .map_err(|e| Error::io(ErrorId::RestoreFailed, "before removing diversions", e))?;
     let undone: Vec<&ActionRecord> = actions.iter().filter(|a| !a.noop).collect();
-    crate::txn::package::undivert(db, &undone)
+    crate::txn::package::settle(db, &undone, false)
 }
 
 /// Undoes `actions` in reverse, continuing past failures, then fsyncs the touched
