@@ -539,12 +539,18 @@ impl DpkgDb {
             let sums_name = format!("{}.md5sums", list.trim_end_matches(".list"));
             let sums = read_bytes(info, &sums_name).map_err(|e| db_err(&sums_name, e))?;
             let sums = String::from_utf8_lossy(sums.as_deref().unwrap_or_default()).into_owned();
-            for (canon, db_path) in owned {
-                let md5 = sums.lines().find_map(|l| {
+            // One pass over the md5sums, then a lookup per owned path (not a scan each).
+            let by_path: HashMap<&str, &str> = sums
+                .lines()
+                .filter_map(|l| {
                     let (sum, p) = l.split_once(char::is_whitespace)?;
-                    (dpkg_key(p.trim_start()) == dpkg_key(&db_path))
-                        .then(|| sum.to_ascii_lowercase())
-                });
+                    Some((dpkg_key(p.trim_start()), sum))
+                })
+                .collect();
+            for (canon, db_path) in owned {
+                let md5 = by_path
+                    .get(dpkg_key(&db_path))
+                    .map(|sum| sum.to_ascii_lowercase());
                 let owner = Owner {
                     package: pkg.to_owned(),
                     version: stanza.version.clone(),

@@ -108,11 +108,13 @@ pub(crate) fn judge(
         return Ok(Judgement::KeepPackaged);
     }
     if let (Some(store), Some(b)) = (store, a.backup.as_deref()) {
-        let at = Node::observe(store, b, true)?;
+        let at = Node::observe(store, b, false)?;
         if at.kind == NodeKind::File
             && !at.same_inode(&a.prior)
             && md5_of(store, b)?.as_deref() == Some(&md5)
         {
+            // Hashed only now: it becomes the sidecar of what goes back.
+            let at = Node::observe(store, b, true)?;
             return Ok(if foreign {
                 Judgement::Refuse
             } else {

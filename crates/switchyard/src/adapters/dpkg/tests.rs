@@ -1,4 +1,3 @@
-
 //! Synthetic databases for the parser, and the real dpkg tools (T7) for what dpkg
 //! itself writes, reads, refuses and locks. Every test has its own temp root.
 use super::*;
