@@ -326,7 +326,34 @@ impl StateDir {
             }
         };
         check_trusted(&fd, &path)?;
-        Ok(Some(StateDir { path, fd }))
+        let sd = StateDir { path, fd };
+        if create {
+            sd.tighten()?;
+        }
+        Ok(Some(sd))
+    }
+
+    /// S9 for state an earlier version made readable by others (0755 directories):
+    /// a mutating command makes the state directory, `journal` and `runs` 0700
+    /// (`fchmod(2)`; only what this user owns and only ever tighter).
+    fn tighten(&self) -> Result<()> {
+        let subs = [JOURNAL, RUNS]
+            .into_iter()
+            .map(|n| self.sub(n))
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|e| io_err("opening the state directory", e))?;
+        for fd in std::iter::once(Some(&self.fd))
+            .chain(subs.iter().map(Option::as_ref))
+            .flatten()
+        {
+            let st = rustix::fs::fstat(fd)
+                .map_err(|e| io_err("examining the state directory", e.into()))?;
+            if st.st_mode & 0o077 != 0 && st.st_uid == rustix::process::geteuid().as_raw() {
+                rustix::fs::fchmod(fd, Mode::from_raw_mode(PRIVATE))
+                    .map_err(|e| io_err("making the state directory private", e.into()))?;
+            }
+        }
+        Ok(())
     }
 
     /// The directory handle (for the lock file).
@@ -433,15 +460,28 @@ impl StateDir {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     r => r,
                 };
-                let rec = rec.map_err(|e| {
-                    Error::new(
-                        ErrorId::Recovery,
-                        format!("journal {stem} is unreadable: {e}"),
-                    )
-                    .with_remediation(
-                        "inspect the journal file by hand; recovery cannot proceed without it",
-                    )
-                })?;
+                let rec = rec
+                    .and_then(|r| {
+                        // S9: a journal is settled and removed under its own name; one
+                        // naming another run could never be cleared.
+                        if r.run_id.to_string() == stem {
+                            Ok(r)
+                        } else {
+                            Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!("it names run {}, not {stem}", r.run_id),
+                            ))
+                        }
+                    })
+                    .map_err(|e| {
+                        Error::new(
+                            ErrorId::Recovery,
+                            format!("journal {stem} is unreadable: {e}"),
+                        )
+                        .with_remediation(
+                            "inspect the journal file by hand; recovery cannot proceed without it",
+                        )
+                    })?;
                 out.push(rec);
             }
         }

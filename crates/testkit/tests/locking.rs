@@ -299,6 +299,38 @@ fn state_is_created_private_s9() {
     assert_eq!(lib, 0o755);
 }
 
+/// Issue 8 #2, S9: state an earlier version left readable by others (directories
+/// 0755, the lock 0644) is made private by the next mutating command; a read-only
+/// query changes nothing.
+#[test]
+fn state_an_earlier_version_left_open_is_made_private_s9() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    let plan = sy.plan(&standard_input()).unwrap();
+    sy.apply(&plan, ApplyMode::Commit).unwrap();
+    let state = f.host(switchyard_testkit::STATE);
+    for (rel, mode) in [
+        ("", 0o755),
+        ("journal", 0o755),
+        ("runs", 0o755),
+        ("lock", 0o644),
+    ] {
+        std::fs::set_permissions(state.join(rel), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    sy.status().unwrap();
+    let opened = state_modes(&f);
+    assert!(
+        opened.iter().any(|(n, _, m)| n == "lock" && *m == 0o644),
+        "a query changes nothing: {opened:?}"
+    );
+    sy.apply(&plan, ApplyMode::Commit).unwrap();
+    for (name, is_dir, mode) in state_modes(&f) {
+        let want = if is_dir { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{name:?} is {mode:o}, want {want:o}");
+    }
+}
+
 #[test]
 #[cfg_attr(
     testkit_not_root,
@@ -337,4 +369,45 @@ fn an_unprivileged_user_cannot_take_the_lock_s9_l1() {
     // And root's next run is not blocked.
     let (sy, _) = f.engine();
     sy.apply(&plan, ApplyMode::Commit).unwrap();
+}
+
+/// Issue 8 #2 (L1): the lock file holds the pid of whoever last took it; when someone
+/// else holds the lock now, `doctor` and the `E_LOCKING` message name the real holder
+/// (from /proc/locks), not that stale pid.
+#[test]
+fn the_lock_holder_is_named_from_the_kernel_not_a_stale_pid_l1() {
+    use std::io::{BufRead, BufReader, Write};
+    let f = Fixture::new();
+    let mut policy = Policy::dev();
+    policy.lock_timeout_ms = 50;
+    let (sy, _) = engine_for(f.path(), policy);
+    let plan = sy.plan(&standard_input()).unwrap();
+    sy.apply(&plan, ApplyMode::Commit).unwrap();
+    let lock = f.host(switchyard_testkit::STATE).join("lock");
+    std::fs::write(&lock, b"999999\n").unwrap();
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(&lock)
+        .args(["sh", "-c", "echo locked; read x"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("flock (util-linux) must be installed: {e}"));
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let h = sy.doctor();
+    let e = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
+    let pid = holder.id();
+    holder.stdin.take().unwrap().write_all(b"\n").unwrap();
+    holder.wait().unwrap();
+    assert_eq!(h.lock.state, switchyard::LockState::Held);
+    assert_eq!(h.lock.pid, Some(pid), "doctor names flock, not pid 999999");
+    assert_eq!(e.id(), ErrorId::Locking, "{e}");
+    assert!(
+        e.message().contains(&format!("flock (pid {pid})")),
+        "E_LOCKING names the holder: {e}"
+    );
 }

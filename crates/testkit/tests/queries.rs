@@ -905,3 +905,52 @@ fn stale_temporary_journals_are_reported_and_removed_by_recovery() {
     assert_eq!(f.tree(), tree, "and changes nothing else");
     assert_eq!(sy.doctor().verdict, HealthVerdict::Ok);
 }
+
+/// Issue 8, S9: a journal whose file name and run ID disagree could never be cleared
+/// (recovery removes `journal/<run_id>.json`); it is refused, nothing moves.
+#[test]
+fn a_journal_naming_another_run_is_refused_s9() {
+    let f = Fixture::new();
+    crash_apply(&f, fp::APPLY_AFTER_SWAP, 1);
+    let (sy, _) = f.engine();
+    let j = only_journal(&f);
+    let renamed = j.with_file_name("01a21938-0000-7000-8000-000000000000.json");
+    std::fs::rename(&j, &renamed).unwrap();
+    let tree = f.tree();
+    let e = sy.recover(ApplyMode::Commit).unwrap_err();
+    assert_eq!(e.id(), ErrorId::Recovery, "{e}");
+    assert!(e.message().contains("names run"), "{e}");
+    assert_eq!(f.tree(), tree, "nothing moved");
+    assert_eq!(sy.doctor().verdict, HealthVerdict::PendingRecovery);
+}
+
+/// Issue 8, S9: a crafted rollback journal that names a live run but carries none of
+/// its actions would have marked the run undone while its swaps stay in effect; it is
+/// refused, the run stays live.
+#[test]
+fn a_crafted_rollback_journal_cannot_mark_a_run_undone_s9() {
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    let run = sy
+        .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record_path(&f, &run.run_id)).unwrap()).unwrap();
+    let forged = "01a2193f-1111-7222-8333-444455556666";
+    v["run_id"] = forged.to_string().into();
+    v["kind"] = "rollback".into();
+    v["status"] = "pending".into();
+    v["target_run_id"] = run.run_id.to_string().into();
+    v["actions"] = serde_json::json!([]);
+    let journal = f.host(STATE).join(format!("journal/{forged}.json"));
+    std::fs::create_dir_all(journal.parent().unwrap()).unwrap();
+    std::fs::write(&journal, serde_json::to_vec(&v).unwrap()).unwrap();
+    let tree = f.tree();
+    let e = sy.recover(ApplyMode::Commit).unwrap_err();
+    assert_eq!(e.id(), ErrorId::Recovery, "{e}");
+    assert!(e.message().contains("does not match"), "{e}");
+    assert_eq!(f.tree(), tree, "nothing moved");
+    std::fs::remove_file(&journal).unwrap();
+    let st = sy.status().unwrap();
+    assert_eq!(st.targets.len(), 3, "the run is still live: {st:?}");
+}

@@ -682,7 +682,7 @@ fn take(admin: &OwnedFd, name: &str, start: Instant, timeout: Duration) -> Resul
                 std::thread::sleep(Duration::from_millis(10))
             }
             Err(Errno::AGAIN | Errno::ACCESS) => {
-                let who = holder(&fd)
+                let who = crate::adapters::lock::holder_of(&fd)
                     .map(|(pid, comm)| format!("{comm} (pid {pid})"))
                     .unwrap_or_else(|| "another process".to_owned());
                 return Err(Error::new(
@@ -705,30 +705,6 @@ fn take(admin: &OwnedFd, name: &str, start: Instant, timeout: Duration) -> Resul
             }
         }
     }
-}
-
-/// The process holding a POSIX lock on `fd`'s file, from `/proc/locks` (device as
-/// `major:minor` in hex, then the inode), with its `comm`.
-fn holder(fd: &OwnedFd) -> Option<(u32, String)> {
-    let st = fstat(fd).ok()?;
-    let dev = st.st_dev;
-    let key = format!(
-        "{:02x}:{:02x}:{}",
-        rustix::fs::major(dev),
-        rustix::fs::minor(dev),
-        st.st_ino
-    );
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    let pids: BTreeMap<u32, ()> = locks
-        .lines()
-        .filter(|l| l.split_whitespace().nth(5) == Some(key.as_str()))
-        .filter_map(|l| l.split_whitespace().nth(4)?.parse().ok())
-        .filter(|pid: &u32| *pid != std::process::id())
-        .map(|p| (p, ()))
-        .collect();
-    let pid = *pids.keys().next()?;
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    Some((pid, comm.trim().to_owned()))
 }
 
 #[cfg(test)]

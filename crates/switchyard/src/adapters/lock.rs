@@ -9,7 +9,7 @@ use crate::error::{Error, ErrorId, Result};
 use rustix::fs::{openat, Mode, OFlags};
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 /// Name of the lock file in the state directory.
@@ -61,13 +61,19 @@ impl FileLock {
 
 fn open_lock(state_dir: BorrowedFd<'_>) -> std::io::Result<File> {
     let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    Ok(File::from(openat(
+    let fd = openat(
         state_dir,
         LOCK_FILE,
         flags,
         // S9: readable by no one else, so no one else can take it (even shared).
         Mode::from_raw_mode(0o600),
-    )?))
+    )?;
+    // A lock file an earlier version made 0644 is made 0600 (only ever tighter).
+    let st = rustix::fs::fstat(&fd)?;
+    if st.st_mode & 0o077 != 0 && st.st_uid == rustix::process::geteuid().as_raw() {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600))?;
+    }
+    Ok(File::from(fd))
 }
 
 impl LockManager for FileLock {
@@ -89,8 +95,8 @@ impl LockManager for FileLock {
                     std::thread::sleep(poll)
                 }
                 Err(TryLockError::WouldBlock) => {
-                    let holder = read_holder(&mut file)
-                        .map(|p| format!(" (held by pid {p})"))
+                    let holder = who_holds(&mut file)
+                        .map(|who| format!(" (held by {who})"))
                         .unwrap_or_default();
                     return Err(Error::new(
                         ErrorId::Locking,
@@ -128,6 +134,40 @@ fn read_holder(file: &mut File) -> Option<u32> {
     s.trim().parse().ok()
 }
 
+/// The process holding a lock (flock or POSIX record lock) on `fd`'s file, with its
+/// `comm`: read from `/proc/locks` (`proc(5)`: type, mode, pid, then the device as
+/// `major:minor` in hex and the inode), which names the real holder, where a pid
+/// written into the file may be a stale one. This process is never named.
+pub(crate) fn holder_of(fd: impl AsFd) -> Option<(u32, String)> {
+    let st = rustix::fs::fstat(fd).ok()?;
+    let key = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(st.st_dev),
+        rustix::fs::minor(st.st_dev),
+        st.st_ino
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let pid = locks
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        // A waiter's line has `->` after the number: only holders are named.
+        .filter(|f| f.get(5) == Some(&key.as_str()))
+        .filter_map(|f| f.get(4)?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id())
+        .min()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some((pid, comm.trim().to_owned()))
+}
+
+/// Who holds the lock file `file`: the real holder from `/proc/locks`, else the pid
+/// the last holder wrote into it.
+fn who_holds(file: &mut File) -> Option<String> {
+    match holder_of(&*file) {
+        Some((pid, comm)) => Some(format!("{comm} (pid {pid})")),
+        None => read_holder(file).map(|p| format!("pid {p}, as the lock file says")),
+    }
+}
+
 /// What [`probe`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockProbe {
@@ -135,7 +175,8 @@ pub enum LockProbe {
     Absent,
     /// Nobody holds the lock.
     Free,
-    /// A process holds it: its pid, when the lock file names one.
+    /// A process holds it: its pid, from `/proc/locks` (or, where that does not name
+    /// it, the pid the last holder wrote into the lock file).
     Held(Option<u32>),
 }
 
@@ -157,7 +198,9 @@ pub fn probe(state_dir: BorrowedFd<'_>) -> std::io::Result<LockProbe> {
     match file.try_lock() {
         Ok(()) => Ok(LockProbe::Free),
         Err(TryLockError::WouldBlock) => Ok(LockProbe::Held(
-            read_holder(&mut file).filter(|pid| *pid != 0),
+            holder_of(&file)
+                .map(|(pid, _)| pid)
+                .or_else(|| read_holder(&mut file).filter(|pid| *pid != 0)),
         )),
         Err(TryLockError::Error(e)) => Err(e),
     }

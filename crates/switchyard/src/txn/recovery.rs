@@ -81,6 +81,9 @@ impl Switchyard {
         // A journal that never became durable belongs to a run that changed nothing.
         state.remove_stale_journal_temporaries()?;
         for j in state.pending()? {
+            if j.kind == RunKind::Rollback {
+                check_rollback_journal(state, &j)?;
+            }
             let outcome = planned_outcome(state, &j)?;
             let rules = RunPolicy::for_undo(&self.policy, j.policy.as_ref());
             let mut em = self.emitter(j.plan_id, false);
@@ -184,6 +187,29 @@ impl Switchyard {
             rep.changed |= changed;
         }
         Ok(rep)
+    }
+}
+
+/// S9: a rollback journal is acted on only if it is what `rollback` writes: it names a
+/// recorded apply run and carries exactly that run's actions. Anything else (say, a
+/// crafted journal that would mark a live run undone without undoing it) is refused,
+/// with nothing moved.
+fn check_rollback_journal(state: &StateDir, j: &RunRecord) -> Result<()> {
+    let target = match j.target_run_id {
+        Some(t) => state.record(&t)?.filter(|r| r.kind == RunKind::Apply),
+        None => None,
+    };
+    match target {
+        Some(t) if t.actions == j.actions => Ok(()),
+        _ => Err(Error::new(
+            ErrorId::Recovery,
+            format!(
+                "the journal of rollback {} does not match the run it names ({}); refusing to act on it",
+                j.run_id,
+                j.target_run_id.map_or("none".to_owned(), |t| t.to_string())
+            ),
+        )
+        .with_remediation("inspect the journal file by hand; nothing was changed")),
     }
 }
 
