@@ -12,7 +12,9 @@
 //!   exactly as they were (R2).
 //! - A store that is not a real directory (a symlink, a file), not owned by the
 //!   effective user, or reachable by group or others is refused, never used or
-//!   "repaired" (S9): someone else made it.
+//!   "repaired" (S9): someone else made it. A store on another filesystem than its
+//!   directory (something mounted there) is refused with `EXDEV` (F1): the swap's
+//!   renames must not cross filesystems.
 //! - Entry names are plain names Switchyard creates ([`is_entry_name`]):
 //!   `<name>.<n>.bak` for backups, `<name>.<run>.stage` for staged nodes, with
 //!   `<name>` replaced by a hash prefix when the result would exceed `NAME_MAX`.
@@ -93,6 +95,11 @@ pub(crate) fn open(dir: &OwnedFd, create: bool) -> io::Result<Option<OwnedFd>> {
     let st = fstat(&fd)?;
     if st.st_uid != rustix::process::geteuid().as_raw() {
         return Err(unsafe_store(&format!("is owned by uid {}", st.st_uid)));
+    }
+    // F1: every rename between the store and its directory stays on one filesystem;
+    // a store that is another mount (EXDEV) is never used.
+    if st.st_dev != fstat(dir)?.st_dev {
+        return Err(io::Error::from_raw_os_error(Errno::XDEV.raw_os_error()));
     }
     if st.st_mode & 0o077 != 0 {
         return Err(unsafe_store(&format!(

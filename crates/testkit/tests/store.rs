@@ -132,3 +132,32 @@ fn a_store_someone_else_made_is_refused_s8() {
         "nothing written through the symlink"
     );
 }
+
+/// F1: a backup store that is another filesystem (something mounted on
+/// `usr/bin/.switchyard`, even a private 0700 one) would make the swap's renames cross
+/// filesystems: it is refused with `E_EXDEV` (exit 50) before anything changes.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: mounts a tmpfs on the store")]
+fn a_store_on_another_filesystem_is_refused_with_exdev_f1() {
+    assert_root("a_store_on_another_filesystem_is_refused_with_exdev_f1");
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    let plan = sy
+        .plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
+        .unwrap();
+    let store = f.host("usr/bin/.switchyard");
+    std::fs::create_dir(&store).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "mode=0700,size=1m", "switchyard-test"])
+        .arg(&store)
+        .status()
+        .unwrap_or_else(|e| panic!("mount (package mount) must be installed: {e}"));
+    assert!(mounted.success(), "mount tmpfs on the store");
+    let before = f.tree();
+    let e = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
+    let after = f.tree();
+    let umounted = std::process::Command::new("umount").arg(&store).status();
+    assert_eq!((e.id(), e.exit_code()), (ErrorId::Exdev, 50), "{e}");
+    assert_eq!(after, before, "nothing changed");
+    assert!(umounted.unwrap().success(), "umount");
+}

@@ -80,8 +80,13 @@ impl Stores {
         let known = self.0.get(parent).is_some_and(|s| s.is_some() || !create);
         if !known {
             let fd = store::open(dir, create).map_err(|e| {
+                let id = if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) {
+                    ErrorId::Exdev
+                } else {
+                    ErrorId::Policy
+                };
                 Error::io(
-                    ErrorId::Policy,
+                    id,
                     format!("{parent}: backup store {}", store::STORE_DIR),
                     e,
                 )
