@@ -161,3 +161,40 @@ fn a_store_on_another_filesystem_is_refused_with_exdev_f1() {
     assert_eq!(after, before, "nothing changed");
     assert!(umounted.unwrap().success(), "umount");
 }
+
+/// F1 (issue 8 #7): a target with a file bind-mounted on it cannot be replaced by a
+/// rename: preflight stops it with `E_EXDEV` (exit 50), nothing changes.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: bind mounts")]
+fn a_bind_mounted_target_stops_with_exdev_f1() {
+    assert_root("a_bind_mounted_target_stops_with_exdev_f1");
+    let f = Fixture::new();
+    let (sy, _) = f.engine();
+    let plan = sy
+        .plan(&PlanInput::default().link(sp("usr/bin/ls"), sp("usr/lib/alt/ls")))
+        .unwrap();
+    let target = f.host("usr/bin/ls");
+    let mounted = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(f.host("usr/lib/alt/keep"))
+        .arg(&target)
+        .status()
+        .unwrap_or_else(|e| panic!("mount (package mount) must be installed: {e}"));
+    assert!(mounted.success(), "bind mount");
+    let before = f.tree();
+    let pre = sy.preflight(&plan).unwrap();
+    let e = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
+    let after = f.tree();
+    let umounted = std::process::Command::new("umount").arg(&target).status();
+    assert!(
+        pre.rows[0]
+            .notes
+            .iter()
+            .any(|n| n.contains("mounted on the target")),
+        "{:?}",
+        pre.rows[0]
+    );
+    assert_eq!((e.id(), e.exit_code()), (ErrorId::Exdev, 50), "{e}");
+    assert_eq!(after, before, "nothing changed");
+    assert!(umounted.unwrap().success(), "umount");
+}

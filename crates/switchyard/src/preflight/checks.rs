@@ -98,6 +98,12 @@ impl Check for Movable {
         for why in &i.immovable {
             out.stop(why.clone());
         }
+        if i.mounted && !i.noop {
+            out.stop_as(
+                ErrorId::Exdev,
+                "something is mounted on the target (a bind mount): no rename can replace it atomically (F1); unmount it first",
+            );
+        }
     }
 }
 

@@ -40,6 +40,31 @@ fn immovable(dir: &OwnedFd, name: &str, current: &Node) -> Vec<String> {
     why
 }
 
+/// Whether `name` in `dir` is a mount point (something is bind-mounted on it):
+/// `statx(2)` reports `STATX_ATTR_MOUNT_ROOT` (Linux 5.8+), or, where it cannot, its
+/// device differs from its directory's. A rename cannot replace a mount point (F1).
+fn mounted_on(dir: &OwnedFd, name: &str) -> bool {
+    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags};
+    match statx(
+        dir,
+        name,
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::BASIC_STATS,
+    ) {
+        Ok(x) if x.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) => {
+            x.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+        }
+        Ok(x) => rustix::fs::fstat(dir).is_ok_and(|d| {
+            (u64::from(x.stx_dev_major), u64::from(x.stx_dev_minor))
+                != (
+                    u64::from(rustix::fs::major(d.st_dev)),
+                    u64::from(rustix::fs::minor(d.st_dev)),
+                )
+        }),
+        Err(_) => false,
+    }
+}
+
 /// What `p` resolves to inside the root: kind, mode, owner and identity, plus the
 /// SHA-256 of a regular file. Opens with `O_PATH` first, so FIFOs and devices are
 /// never opened for reading (no blocking, no side effects).
@@ -171,6 +196,7 @@ fn inspect_one(
         immovable: Vec::new(),
         owner: None,
         foreign_diversion: None,
+        mounted: false,
         resolved: None,
         source_through: None,
         alternatives: None,
@@ -199,6 +225,7 @@ fn inspect_one(
     }
     if let Some(dir) = &i.dir {
         i.immovable = immovable(dir, t.file_name(), &i.current);
+        i.mounted = i.current.kind != NodeKind::Absent && mounted_on(dir, t.file_name());
     }
     i.resolved = match i.current.kind {
         NodeKind::Symlink => resolve(root, t).ok(),

@@ -98,7 +98,8 @@ impl PreflightReport {
     }
 
     /// The error of a stopped preflight, `None` when the plan may commit (D4, O8):
-    /// `E_BACKUP_MISSING` when missing backups are the only reason to stop, otherwise
+    /// `E_BACKUP_MISSING` when missing backups are the only reason to stop, `E_EXDEV`
+    /// when targets that are mount points are (F1), otherwise
     /// `E_POLICY` with the specific classes of the stops as causes. Apply fails with
     /// this same error, so a preflight and an apply of one plan exit alike.
     pub fn error(&self) -> Option<Error> {
@@ -110,10 +111,9 @@ impl PreflightReport {
                 causes.push(id);
             }
         }
-        let class = if causes == [ErrorId::BackupMissing] {
-            ErrorId::BackupMissing
-        } else {
-            ErrorId::Policy
+        let class = match causes[..] {
+            [only @ (ErrorId::BackupMissing | ErrorId::Exdev)] => only,
+            _ => ErrorId::Policy,
         };
         let message = format!(
             "preflight stopped {} of {} actions; first: {}: {}",
@@ -160,6 +160,8 @@ pub struct Inspection {
     /// The `etc/alternatives/NAME` link that resolving the target (a symlink) passes
     /// through, root-relative: the target is managed by update-alternatives (M6).
     pub alternatives: Option<String>,
+    /// Something is mounted on the target (a bind mount): no rename can replace it.
+    pub(crate) mounted: bool,
     /// The package that owns the target (M1), when the root has a package database.
     pub(crate) owner: Option<crate::adapters::dpkg::Owner>,
     /// Another holder's diversion of the target's database path (M2): `(holder,
