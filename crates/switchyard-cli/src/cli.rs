@@ -11,7 +11,6 @@ MANIFEST (TOML; every path is relative to --root, `/x` means <root>/x):
   [policy]                         # optional overrides of the preset
   allow_roots = [\"usr/bin\"]        # targets must lie under one of these (default-deny)
   forbid_paths = [\"usr/bin/sudo\"]  # always refused, whatever allow_roots says
-  allow_degraded_fs = false
   require_sidecar_integrity = true
   require_smoke_runner = true      # production refuses to commit without [[smoke.check]]
   disable_auto_rollback = false

@@ -88,7 +88,7 @@ fn cases() -> Vec<Case> {
         case("wrong_type_source_integer", dev("[[link]]\ntarget = \"usr/bin/ls\"\nsource = 5\n"), 2, "m.toml:6:10: link[0].source: invalid type: integer `5`, expected a string"),
         case("wrong_type_allow_roots_string", raw(format!("preset = \"dev\"\n[policy]\nallow_roots = \"usr/bin\"\n{LS}")), 2, "m.toml:3:15: policy.allow_roots: invalid type: string"),
         case("wrong_type_lock_timeout_negative", raw(format!("preset = \"dev\"\n[policy]\nlock_timeout_ms = -1\n{LS}")), 2, "policy.lock_timeout_ms: invalid value: integer `-1`"),
-        case("wrong_type_bool_as_string", raw(format!("preset = \"dev\"\n[policy]\nallow_degraded_fs = \"yes\"\n{LS}")), 2, "policy.allow_degraded_fs: invalid type: string"),
+        case("wrong_type_bool_as_string", raw(format!("preset = \"dev\"\n[policy]\nstrict_ownership = \"yes\"\n{LS}")), 2, "policy.strict_ownership: invalid type: string"),
         case("wrong_type_link_is_table_not_array", dev("[link]\ntarget = \"usr/bin/ls\"\nsource = \"usr/lib/alt/ls\"\n"), 2, "link: invalid type"),
         case("unknown_preset", raw(format!("preset = \"devv\"\n{LS}")), 2, "m.toml:1:10: preset: unknown variant `devv`"),
         case("missing_required_source", dev("[[link]]\ntarget = \"usr/bin/ls\"\n"), 2, "missing field `source`"),

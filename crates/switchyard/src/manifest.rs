@@ -55,7 +55,6 @@ enum RawPreset {
 struct RawPolicy {
     allow_roots: Option<Vec<Spanned<String>>>,
     forbid_paths: Option<Vec<Spanned<String>>>,
-    allow_degraded_fs: Option<bool>,
     require_sidecar_integrity: Option<bool>,
     require_smoke_runner: Option<bool>,
     disable_auto_rollback: Option<bool>,
@@ -312,7 +311,6 @@ impl Manifest {
                     *slot = v;
                 }
             };
-            set(&mut policy.allow_degraded_fs, p.allow_degraded_fs);
             set(
                 &mut policy.require_sidecar_integrity,
                 p.require_sidecar_integrity,

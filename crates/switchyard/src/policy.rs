@@ -49,8 +49,6 @@ pub struct Policy {
     pub require_smoke_runner: bool,
     /// Verify a backup's SHA-256 before restoring it (S6).
     pub require_sidecar_integrity: bool,
-    /// Permit non-atomic fallbacks, recorded as `degraded` (F2).
-    pub allow_degraded_fs: bool,
     /// Keep the swaps when smoke fails (H3); the run still fails with `E_SMOKE`.
     pub disable_auto_rollback: bool,
     /// Swap a target managed by update-alternatives — one whose symlink chain passes
@@ -81,7 +79,6 @@ impl Policy {
             require_lock_manager: true,
             require_smoke_runner: true,
             require_sidecar_integrity: true,
-            allow_degraded_fs: false,
             disable_auto_rollback: false,
             allow_alternatives_takeover: false,
             lock_timeout_ms: 10_000,
