@@ -10,11 +10,11 @@ use rustix::io::Errno;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
 /// What kind of node a path names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum NodeKind {
@@ -174,16 +174,14 @@ pub fn open_noatime(dir: impl AsFd, name: &str) -> io::Result<OwnedFd> {
 
 /// SHA-256 (lower-case hex) of everything readable from `fd`.
 pub fn sha256_file(fd: &OwnedFd) -> io::Result<String> {
-    let mut f = std::fs::File::from(fd.try_clone()?);
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
+    digest_file::<Sha256>(std::fs::File::from(fd.try_clone()?))
+}
+
+/// The digest `D` (lower-case hex) of everything readable from `f`, read in 256 KiB
+/// chunks through a buffer that is never zeroed (a plan hashes thousands of files).
+pub(crate) fn digest_file<D: Digest + io::Write>(f: std::fs::File) -> io::Result<String> {
+    let mut h = D::new();
+    io::copy(&mut io::BufReader::with_capacity(256 * 1024, f), &mut h)?;
     Ok(hex(&h.finalize()))
 }
 

@@ -61,7 +61,7 @@
 
 use crate::error::{Error, ErrorId, Result};
 use crate::path::{Root, SafePath};
-use md5::{Digest, Md5};
+use md5::Md5;
 use rustix::fs::{
     fchmod, fcntl_lock, fstat, fsync, linkat, openat, readlinkat, renameat, unlinkat, AtFlags, Dir,
     FileType, FlockOperation, Mode, OFlags,
@@ -622,22 +622,7 @@ pub(crate) fn md5_of(dir: impl AsFd, name: &str) -> io::Result<Option<String>> {
         return Ok(None);
     }
     let fd = crate::node::open_noatime(dir, name)?;
-    let mut f = std::fs::File::from(fd);
-    let mut h = Md5::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(Some(
-        h.finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>(),
-    ))
+    crate::node::digest_file::<Md5>(std::fs::File::from(fd)).map(Some)
 }
 
 /// dpkg's locks of a root, held until dropped.

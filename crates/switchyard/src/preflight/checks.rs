@@ -132,7 +132,7 @@ impl Check for SourceUsable {
             .is_some_and(|r| r.kind == NodeKind::File && r.mode & 0o111 != 0);
         if let Some(t) = &i.source_through {
             out.stop(format!("source {src} resolves through {t}, a target of this plan; after the swap the link would loop"));
-        } else if cx.targets.iter().any(|t| t.same_inode(n)) {
+        } else if n.kind != NodeKind::Absent && cx.targets.contains(&(n.kind, n.dev, n.ino)) {
             out.stop(format!("source {src} resolves to a target of this plan; the link would loop or point at a replaced file"));
         }
         if target_exec && n.mode & 0o111 == 0 {

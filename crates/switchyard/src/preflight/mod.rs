@@ -214,9 +214,10 @@ impl Inspection {
 pub struct CheckContext<'a> {
     /// The policy in force.
     pub policy: &'a Policy,
-    /// Every target node of the plan as it is now: a source resolving to one of
-    /// these would, after the swap, resolve through its own link (a loop).
-    pub targets: Vec<Node>,
+    /// The identity (kind, device, inode) of every target node of the plan as it is
+    /// now: a source resolving to one of these would, after the swap, resolve through
+    /// its own link (a loop). A set: a 100 000-action plan checks each source in O(1).
+    pub targets: std::collections::HashSet<(NodeKind, u64, u64)>,
     /// The root has a package database (M1).
     pub package_db: bool,
     /// Packages dpkg left half-installed, half-configured or needing reinstallation
@@ -229,8 +230,9 @@ impl<'a> CheckContext<'a> {
     pub fn new(policy: &'a Policy, items: &[Inspection]) -> CheckContext<'a> {
         let targets = items
             .iter()
-            .map(|i| i.current.clone())
+            .map(|i| &i.current)
             .filter(|n| n.kind != NodeKind::Absent)
+            .map(|n| (n.kind, n.dev, n.ino))
             .collect();
         CheckContext {
             policy,
