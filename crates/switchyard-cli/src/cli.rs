@@ -79,6 +79,11 @@ pub struct Global {
     /// Where the lock, journals and run records live [default: <root>/var/lib/switchyard].
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Also write this command's facts, one JSON object per line, to FILE (created or
+    /// truncated), dry-runs included: what a dry-run predicts can be read and compared
+    /// with its commit.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub facts_out: Option<PathBuf>,
     /// Print one JSON document on stdout instead of tables (stable keys: docs/GUARANTEES.md).
     #[arg(long, global = true, conflicts_with = "quiet")]
     pub json: bool,

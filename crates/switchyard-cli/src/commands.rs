@@ -5,8 +5,8 @@ use crate::doc::{self, Done, RunFailed, TargetResult};
 use crate::output::{or_dash, painted, shown, table, Cell, Out, Paint};
 use std::path::{Path, PathBuf};
 use switchyard::{
-    ApplyMode, CommandCheck, CommandSmoke, DriftState, Error, FileLock, Manifest, NodeKind,
-    Outcome, Plan, Policy, RunSelector, StateLocation, Switchyard, Verdict,
+    ApplyMode, CommandCheck, CommandSmoke, DriftState, Error, ErrorId, FileLock, JsonlSink,
+    Manifest, NodeKind, Outcome, Plan, Policy, RunSelector, StateLocation, Switchyard, Verdict,
 };
 use uuid::Uuid;
 
@@ -16,6 +16,8 @@ pub struct Ctx {
     pub root: PathBuf,
     /// `--state-dir`, absolute; `None` = the library default inside the root.
     pub state: Option<PathBuf>,
+    /// `--facts-out`, absolute: every fact of the command also goes there (O10).
+    pub facts_out: Option<PathBuf>,
     pub out: Out,
 }
 
@@ -60,7 +62,20 @@ impl Ctx {
         if !checks.is_empty() {
             b = b.with_smoke_runner(CommandSmoke { checks });
         }
+        if let Some(p) = &self.facts_out {
+            let sink = JsonlSink::create(p).map_err(|e| {
+                Error::new(ErrorId::Usage, format!("--facts-out {}: {e}", p.display()))
+            })?;
+            b = b.with_facts_sink(sink);
+        }
         b.build()
+    }
+
+    /// The facts file of a dry-run: `--facts-out`, when given (O10).
+    fn dry_run_facts(&self, dry_run: bool, facts: &mut Option<PathBuf>) {
+        if dry_run && facts.is_none() {
+            facts.clone_from(&self.facts_out);
+        }
     }
 }
 
@@ -218,7 +233,8 @@ pub fn apply(ctx: &Ctx, manifest: &Path, commit: bool) -> CmdResult {
     };
     // A first commit preflights before creating the state directory, so a stopped
     // plan leaves no trace (the library guarantees it).
-    let rep = sy.apply(&plan, mode).map_err(fail)?;
+    let mut rep = sy.apply(&plan, mode).map_err(fail)?;
+    ctx.dry_run_facts(rep.dry_run, &mut rep.facts_path);
     out.json(&Done::of(&rep));
     out.warnings(&rep.warnings);
     if !out.human() {
@@ -310,7 +326,7 @@ pub fn rollback(ctx: &Ctx, run: Option<Uuid>, commit: bool) -> CmdResult {
     } else {
         ApplyMode::DryRun
     };
-    let rep = sy.rollback(which, mode).map_err(|e| {
+    let mut rep = sy.rollback(which, mode).map_err(|e| {
         let actions = e
             .targets()
             .iter()
@@ -328,6 +344,7 @@ pub fn rollback(ctx: &Ctx, run: Option<Uuid>, commit: bool) -> CmdResult {
         };
         run_failure(ctx, &sy, e, doc)
     })?;
+    ctx.dry_run_facts(rep.dry_run, &mut rep.facts_path);
     out.json(&Done::of(&rep));
     out.warnings(&rep.warnings);
     if !out.human() {

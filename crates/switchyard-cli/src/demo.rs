@@ -175,6 +175,7 @@ fn walk(out: &Out, base: &Path) -> CmdResult {
     let ctx = Ctx {
         root: root.clone(),
         state: None,
+        facts_out: None,
         out: out.without_json(),
     };
     let mut n = Narrator {

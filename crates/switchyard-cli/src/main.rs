@@ -92,5 +92,16 @@ fn context(g: &cli::Global, out: Out) -> Result<Ctx, Error> {
         })?),
         None => None,
     };
-    Ok(Ctx { root, state, out })
+    let facts_out = match &g.facts_out {
+        Some(p) => Some(std::path::absolute(p).map_err(|e| {
+            Error::new(ErrorId::Usage, format!("--facts-out {}: {e}", p.display()))
+        })?),
+        None => None,
+    };
+    Ok(Ctx {
+        root,
+        state,
+        facts_out,
+        out,
+    })
 }

@@ -1027,3 +1027,59 @@ fn a_large_plan_runs_at_a_small_open_file_limit() {
     limited(&["rollback", "--last", "--commit"]);
     assert_eq!(sb.tree(), before, "R2/R6");
 }
+
+/// O10, O2: `--facts-out` writes any command's facts, dry-runs included, so a user can
+/// check that a dry-run predicts its commit: the two streams are equal once redacted
+/// (times, IDs and `dry_run` removed). A `--json` dry-run names the file. A path that
+/// cannot be written is a usage error (exit 2) naming the option, with nothing changed.
+#[test]
+fn facts_out_shows_a_dry_run_predicts_its_commit_o10_o2() {
+    let sb = Sandbox::new();
+    let m = standard(&sb);
+    let dry = sb.base.join("dry.jsonl");
+    let done = sb.base.join("commit.jsonl");
+    let r = sb.run(&["--facts-out", dry.to_str().unwrap(), "--json", "apply", &m]);
+    r.expect(0);
+    assert_eq!(
+        r.json()["facts"],
+        dry.display().to_string(),
+        "the dry-run names its file"
+    );
+    sb.run(&[
+        "--facts-out",
+        done.to_str().unwrap(),
+        "apply",
+        &m,
+        "--commit",
+    ])
+    .expect(0);
+    let redacted = |p: &std::path::Path| -> Vec<Value> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| switchyard::facts::redact(&serde_json::from_str(l).unwrap()))
+            .collect()
+    };
+    let (d, c) = (redacted(&dry), redacted(&done));
+    assert!(
+        d.len() >= 5,
+        "plan, attempt, per-action and summary facts: {d:?}"
+    );
+    assert_eq!(d, c, "O2: the dry-run's facts predict the commit's");
+
+    let before = sb.snapshot();
+    let r = sb.run(&[
+        "--facts-out",
+        "/nonexistent/dir/f.jsonl",
+        "apply",
+        &m,
+        "--commit",
+    ]);
+    r.expect(2);
+    assert!(
+        r.stderr.contains("--facts-out /nonexistent/dir/f.jsonl"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(sb.snapshot(), before, "nothing changed");
+}
