@@ -1083,3 +1083,29 @@ fn facts_out_shows_a_dry_run_predicts_its_commit_o10_o2() {
     );
     assert_eq!(sb.snapshot(), before, "nothing changed");
 }
+
+/// H7/H8, O6: a smoke check runs in a fixed environment — none of the caller's
+/// variables (a secret in the caller's environment never reaches it), LC_ALL=C, TZ=UTC
+/// and a PATH of the root's own directories.
+#[test]
+fn smoke_checks_run_in_a_fixed_environment_not_the_callers_h7() {
+    let sb = Sandbox::new();
+    let probe = r#"echo "[$SY_TEST_SECRET][$LC_ALL][$TZ][$PATH]""#;
+    let m = sb.manifest(
+        "m.toml",
+        dev_manifest(&format!(
+            "{STANDARD_LINKS}[smoke]\ngeneric = false\n[[smoke.check]]\nargv = [\"/bin/sh\", \"-c\", {probe:?}]\nexpect_stdout = \"[][C][UTC][{}/usr/local/sbin:\"\n",
+            sb.root().display()
+        )),
+    );
+    let r = sb.run_env(
+        &["--json", "apply", m.to_str().unwrap(), "--commit"],
+        &[
+            ("SY_TEST_SECRET", "hunter2"),
+            ("LC_ALL", "de_DE.UTF-8"),
+            ("TZ", "Asia/Tokyo"),
+        ],
+    );
+    r.expect(0);
+    assert!(!r.stdout.contains("hunter2") && !r.stderr.contains("hunter2"));
+}

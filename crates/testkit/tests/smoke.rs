@@ -48,13 +48,19 @@ fn every_way_a_check_can_fail_names_its_cause_h4() {
         ),
         (
             check(&["usr/bin/ls"], 0, Some("uutils"), 5000),
-            Some("stdout does not contain \"uutils\""),
+            // H8: the failure shows what the tool printed.
+            Some("stdout does not contain \"uutils\"; it printed \"gnu-ls\\n\""),
         ),
         (check(&[], 0, None, 5000), Some("empty argv")),
         // 3 MB of output: the first MiB is kept, the rest drained, nothing blocks.
         (
             check(
-                &["/bin/sh", "-c", "echo first; head -c 3000000 /dev/zero"],
+                // The check's PATH is the root's: host tools by absolute path.
+                &[
+                    "/bin/sh",
+                    "-c",
+                    "echo first; /usr/bin/head -c 3000000 /dev/zero",
+                ],
                 0,
                 Some("first"),
                 10_000,

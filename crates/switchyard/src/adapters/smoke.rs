@@ -78,6 +78,18 @@ impl CommandCheck {
     }
 }
 
+/// What a check printed, for its failure message: the first 200 bytes, quoted and
+/// escaped (control characters cannot reach a terminal), marked when cut.
+fn printed(out: &[u8]) -> String {
+    const SHOWN: usize = 200;
+    let text = String::from_utf8_lossy(&out[..out.len().min(SHOWN)]).into_owned();
+    if out.len() > SHOWN {
+        format!("{text:?} (first {SHOWN} of {} bytes)", out.len())
+    } else {
+        format!("{text:?}")
+    }
+}
+
 fn run_check(root: &Root, c: &CommandCheck) -> SmokeOutcome {
     let name = c.argv.join(" ");
     let fail = |cause: String| SmokeOutcome {
@@ -88,8 +100,26 @@ fn run_check(root: &Root, c: &CommandCheck) -> SmokeOutcome {
     let Some(argv0) = c.argv.first() else {
         return fail("empty argv".into());
     };
+    // A fixed environment (H7): never the caller's variables (and secrets), a PATH of
+    // the root's own directories, the C locale and UTC.
+    let path = [
+        "usr/local/sbin",
+        "usr/local/bin",
+        "usr/sbin",
+        "usr/bin",
+        "sbin",
+        "bin",
+    ]
+    .iter()
+    .map(|d| root.path().join(d).display().to_string())
+    .collect::<Vec<_>>()
+    .join(":");
     let mut child = match Command::new(program(root, argv0))
         .args(&c.argv[1..])
+        .env_clear()
+        .env("PATH", path)
+        .env("LC_ALL", "C")
+        .env("TZ", "UTC")
         .current_dir(root.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -134,11 +164,18 @@ fn run_check(root: &Root, c: &CommandCheck) -> SmokeOutcome {
     }
     let code = status.code().unwrap_or(-1);
     if code != c.expect_exit {
-        return fail(format!("exit status {code}, expected {}", c.expect_exit));
+        return fail(format!(
+            "exit status {code}, expected {}; it printed {}",
+            c.expect_exit,
+            printed(&out)
+        ));
     }
     if let Some(want) = &c.expect_stdout {
         if !String::from_utf8_lossy(&out).contains(want.as_str()) {
-            return fail(format!("stdout does not contain {want:?}"));
+            return fail(format!(
+                "stdout does not contain {want:?}; it printed {}",
+                printed(&out)
+            ));
         }
     }
     SmokeOutcome {
