@@ -1109,3 +1109,35 @@ fn smoke_checks_run_in_a_fixed_environment_not_the_callers_h7() {
     r.expect(0);
     assert!(!r.stdout.contains("hunter2") && !r.stderr.contains("hunter2"));
 }
+
+/// Issue 8 #4: running out of descriptors while inspecting a plan (one per target
+/// directory: 300 directories at `prlimit --nofile=64`) fails the run as what it is —
+/// E_GENERIC, "Too many open files" — not as a policy verdict (exit 10), with nothing
+/// changed.
+#[test]
+fn running_out_of_descriptors_is_reported_as_that_not_a_policy_stop() {
+    let sb = Sandbox::empty();
+    sb.write("usr/lib/alt/t", b"#!/bin/sh\n", 0o755);
+    let mut body = String::new();
+    for i in 0..300 {
+        sb.write(&format!("usr/bin/d{i:03}/t"), b"#!/bin/sh\n", 0o755);
+        body.push_str(&format!(
+            "[[link]]\ntarget = \"usr/bin/d{i:03}/t\"\nsource = \"usr/lib/alt/t\"\n"
+        ));
+    }
+    let m = sb.manifest("m.toml", dev_manifest(&body));
+    let before = sb.snapshot();
+    let o = std::process::Command::new("prlimit")
+        .args(["--nofile=64", BIN, "--root"])
+        .arg(sb.root())
+        .args(["apply", m.to_str().unwrap(), "--commit"])
+        .output()
+        .expect("prlimit (util-linux)");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Too many open files") && stderr.contains("E_GENERIC"),
+        "{stderr}"
+    );
+    assert_eq!(sb.snapshot(), before, "nothing changed");
+}

@@ -294,6 +294,11 @@ impl Switchyard {
         records: &[RunRecord],
     ) -> Result<(Vec<Inspection>, PreflightReport, Option<DpkgDb>)> {
         let mut items = preflight::inspect(&self.root, plan, records);
+        // A resource the process ran out of is not a verdict on the plan: the run
+        // fails as what it is (issue 8: EMFILE used to read as a policy stop).
+        if let Some(e) = items.iter().find_map(preflight::Inspection::resource_error) {
+            return Err(e);
+        }
         let targets: Vec<&SafePath> = plan.actions.iter().map(|a| &a.target).collect();
         let db = DpkgDb::load(&self.root, &targets)?;
         let mut cx = CheckContext::new(&self.policy, &items);

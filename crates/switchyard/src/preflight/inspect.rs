@@ -186,6 +186,7 @@ fn inspect_one(
         action: action.clone(),
         dir: None,
         dir_error: None,
+        dir_io_error: None,
         current: Node::absent(),
         source: None,
         new_link: None,
@@ -214,13 +215,17 @@ fn inspect_one(
             i.dir_error = Some(format!(
                 "parent directory /{} cannot be opened: {e}",
                 t.parent()
-            ))
+            ));
+            i.dir_io_error = Some(e);
         }
     }
     if let Some(dir) = &i.dir {
         match Node::observe(dir, t.file_name(), true) {
             Ok(n) => i.current = n,
-            Err(e) => i.dir_error = Some(format!("target cannot be inspected: {e}")),
+            Err(e) => {
+                i.dir_error = Some(format!("target cannot be inspected: {e}"));
+                i.dir_io_error = Some(e);
+            }
         }
     }
     if let Some(dir) = &i.dir {

@@ -136,6 +136,8 @@ pub struct Inspection {
     pub dir: Option<std::sync::Arc<OwnedFd>>,
     /// Why the directory could not be opened.
     pub dir_error: Option<String>,
+    /// The I/O error behind `dir_error`, when there is one.
+    pub(crate) dir_io_error: Option<std::io::Error>,
     /// The target now (hashed).
     pub current: Node,
     /// What the source resolves to (links).
@@ -170,6 +172,29 @@ pub struct Inspection {
 }
 
 impl Inspection {
+    /// The error of a resource this process ran out of while inspecting (descriptors,
+    /// memory, space), if any: `EMFILE`, `ENFILE`, `ENOMEM`, `ENOSPC`.
+    pub(crate) fn resource_error(&self) -> Option<Error> {
+        use rustix::io::Errno;
+        let exhausted =
+            [Errno::MFILE, Errno::NFILE, Errno::NOMEM, Errno::NOSPC].map(Errno::raw_os_error);
+        let hit = |e: &std::io::Error| e.raw_os_error().is_some_and(|n| exhausted.contains(&n));
+        let e = self.dir_io_error.as_ref().filter(|e| hit(e)).or_else(|| {
+            self.source
+                .as_ref()
+                .and_then(|s| s.as_ref().err())
+                .filter(|e| hit(e))
+        })?;
+        Some(Error::io(
+            ErrorId::Generic,
+            format!(
+                "{}: inspecting it ran out of a resource",
+                self.action.target
+            ),
+            std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or_default()),
+        ))
+    }
+
     /// What the target becomes.
     pub fn planned_kind(&self) -> NodeKind {
         match (&self.action.kind, &self.restore_from) {
