@@ -184,16 +184,18 @@ impl Switchyard {
         // A first commit (no state directory yet) is preflighted before the state
         // directory and lock file are created, so a stopped plan changes nothing.
         let existing = self.open_state(false)?;
+        let mut first = None;
         if commit && existing.is_none() {
-            let (_, report, _) = self.inspect(plan, &[]).map_err(|e| {
+            let inspected = self.inspect(plan, &[]).map_err(|e| {
                 let mut em = self.emitter(Some(plan.plan_id), false);
                 fail(&mut em, e, n)
             })?;
-            if let Some(e) = crate::handle::preflight_error(&report) {
+            if let Some(e) = crate::handle::preflight_error(&inspected.1) {
                 let mut em = self.emitter(Some(plan.plan_id), false);
                 em.emit(self.lock_fact(None));
                 return Err(fail(&mut em, e, n));
             }
+            first = Some(inspected);
         }
         let state = if commit {
             self.open_state(true)?
@@ -218,9 +220,21 @@ impl Switchyard {
             Ok(Vec::new())
         }
         .map_err(|e| fail(&mut em, e, n))?;
-        let (items, report, packages) = self
-            .inspect(plan, &records)
-            .map_err(|e| fail(&mut em, e, n))?;
+        // The first commit's inspection still holds if no run has happened since it
+        // (none recorded, none pending, under the lock): the plan is inspected once.
+        let untouched = match (&first, &state) {
+            (Some(_), Some(s)) => s
+                .run_ids()
+                .and_then(|ids| Ok(ids.is_empty() && s.pending()?.is_empty()))
+                .map_err(|e| fail(&mut em, e, n))?,
+            _ => false,
+        };
+        let (items, report, packages) = match first {
+            Some(inspected) if untouched => inspected,
+            _ => self
+                .inspect(plan, &records)
+                .map_err(|e| fail(&mut em, e, n))?,
+        };
         let hash_ms = ms(t_hash);
         if let Some(e) = crate::handle::preflight_error(&report) {
             return Err(fail(&mut em, e, n));
