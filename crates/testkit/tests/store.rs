@@ -9,8 +9,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use switchyard::{ApplyMode, ErrorId, PlanInput, RunSelector};
-use switchyard_testkit::{assert_root, get_cap, run_as_nobody, set_cap, sp, Fixture};
+use switchyard::{failpoints as fp, ApplyMode, ErrorId, PlanInput, RunSelector};
+use switchyard_testkit::{
+    assert_root, get_cap, in_own_process, run_as_nobody, set_cap, sp, standard_input, Fixture,
+};
 
 /// Runs `argv` as uid/gid 65534 (the kit's `run_as_nobody`); (success, stdout).
 fn as_nobody(argv: &[&str]) -> (bool, String) {
@@ -197,4 +199,128 @@ fn a_bind_mounted_target_stops_with_exdev_f1() {
     assert_eq!((e.id(), e.exit_code()), (ErrorId::Exdev, 50), "{e}");
     assert_eq!(after, before, "nothing changed");
     assert!(umounted.unwrap().success(), "umount");
+}
+
+/// A mount at a path for one test, unmounted on drop.
+struct MountAt(std::path::PathBuf);
+
+impl MountAt {
+    fn new(args: &[&str], at: &Path) -> MountAt {
+        let st = std::process::Command::new("mount")
+            .args(args)
+            .arg(at)
+            .status()
+            .expect("mount(8)");
+        assert!(st.success(), "mount {args:?} {}: {st}", at.display());
+        MountAt(at.to_path_buf())
+    }
+}
+
+impl Drop for MountAt {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// S8, F1/F2: the store must be on the target's own mount (the exchange that moves the
+/// original into it is a rename, and renames do not cross mounts). A mount at
+/// `usr/bin/.switchyard` — a tmpfs, or a bind mount of a directory of the same
+/// filesystem (same `st_dev`, so a device comparison misses it), each root's and 0700,
+/// so the owner and mode checks pass — is refused before anything changes: the dry-run
+/// predicts the commit's refusal (`E_EXDEV`, exit 50), nothing is journaled, and the
+/// next command is not blocked. The bind mount used to pass the dry-run, fail the
+/// commit mid-way with `E_RESTORE_FAILED` (EXDEV), then fail to remove the store
+/// (EBUSY) and leave a pending journal that every later command tripped over
+/// (`E_RECOVERY`).
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: tmpfs and bind mounts")]
+fn a_store_on_another_filesystem_is_refused_before_anything_changes_s8_f2() {
+    assert_root("a_store_on_another_filesystem_is_refused_before_anything_changes_s8_f2");
+    for how in ["tmpfs", "bind"] {
+        let f = Fixture::new();
+        let store = f.host("usr/bin/.switchyard");
+        let private = std::fs::Permissions::from_mode(0o700);
+        std::fs::create_dir(&store).unwrap();
+        std::fs::set_permissions(&store, private.clone()).unwrap();
+        let _mount = match how {
+            "tmpfs" => MountAt::new(
+                &["-t", "tmpfs", "-o", "mode=0700", "switchyard-test"],
+                &store,
+            ),
+            _ => {
+                let src = f.host("var/elsewhere");
+                std::fs::create_dir(&src).unwrap();
+                std::fs::set_permissions(&src, private).unwrap();
+                MountAt::new(&["--bind", src.to_str().unwrap()], &store)
+            }
+        };
+        let md = std::fs::symlink_metadata(&store).unwrap();
+        assert!(
+            md.is_dir() && md.permissions().mode() & 0o7777 == 0o700,
+            "{how}"
+        );
+        let before = f.tree();
+        let (sy, _) = f.engine();
+        let plan = sy.plan(&standard_input()).unwrap();
+        let ctx = format!("store on a {how} mount");
+        let dry = sy.apply(&plan, ApplyMode::DryRun).unwrap_err();
+        assert_eq!(
+            (dry.id(), dry.exit_code()),
+            (ErrorId::Exdev, 50),
+            "{ctx}: dry-run: {dry}"
+        );
+        let e = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
+        assert_eq!((e.id(), e.exit_code()), (ErrorId::Exdev, 50), "{ctx}: {e}");
+        assert!(e.message().contains("another filesystem"), "{ctx}: {e}");
+        assert_eq!(f.tree(), before, "{ctx}: nothing changed");
+        assert!(
+            !sy.status().unwrap().pending_journal,
+            "{ctx}: nothing pending"
+        );
+        sy.recover(ApplyMode::Commit)
+            .unwrap_or_else(|e| panic!("{ctx}: later commands are not blocked: {e}"));
+    }
+}
+
+/// S8/S9, A3: a `.switchyard` symlink planted after the journal is written, before the
+/// first swap in its directory, is refused (`E_POLICY`) and the run is undone cleanly:
+/// nothing of the run is left, no journal stays pending and later commands are not
+/// blocked. (Undo used to refuse the planted store too, so a run that had changed
+/// nothing failed with `E_RESTORE_FAILED`, stayed pending, and every later command
+/// failed with `E_RECOVERY` until the symlink was removed by hand.)
+#[test]
+fn a_store_planted_after_the_journal_is_refused_and_the_run_undone_s8_a3() {
+    in_own_process(|fps| {
+        let f = Fixture::new();
+        let (sy, _) = f.engine();
+        let store = f.host("usr/bin/.switchyard");
+        let elsewhere = tempfile::tempdir().unwrap();
+        let planted = elsewhere.path().to_path_buf();
+        let at = store.clone();
+        fps.cfg_callback(fp::APPLY_AFTER_JOURNAL, move || {
+            std::os::unix::fs::symlink(&planted, &at).unwrap();
+        });
+        let plan = sy.plan(&standard_input()).unwrap();
+        let before = f.tree();
+        let e = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
+        fps.remove(fp::APPLY_AFTER_JOURNAL);
+        assert_eq!(e.id(), ErrorId::Policy, "{e}");
+        assert!(e.message().contains("not a directory"), "{e}");
+        assert!(e.targets().is_empty(), "nothing left half-done: {e:?}");
+        let mut now = f.tree();
+        assert_eq!(
+            now.0.remove("usr/bin/.switchyard").map(|e| e.kind),
+            Some("symlink".to_owned()),
+            "the planted symlink is left alone"
+        );
+        assert_eq!(now, before, "the run is undone");
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+        assert!(!sy.status().unwrap().pending_journal, "nothing pending");
+        std::fs::remove_file(&store).unwrap();
+        let rep = sy.apply(&plan, ApplyMode::Commit).unwrap();
+        assert!(rep.changed, "later commands are not blocked");
+    });
 }
