@@ -12,9 +12,9 @@
 //!   exactly as they were (R2).
 //! - A store that is not a real directory (a symlink, a file), not owned by the
 //!   effective user, or reachable by group or others is refused, never used or
-//!   "repaired" (S9): someone else made it. A store on another filesystem than its
-//!   directory (something mounted there) is refused with `EXDEV` (F1): the swap's
-//!   renames must not cross filesystems.
+//!   "repaired" (S9): someone else made it. So is a store on another mount than its
+//!   directory (a mount point, a bind mount): the exchange cannot move an original
+//!   into it (F1, F2: `EXDEV`), so it is refused before anything changes.
 //! - Entry names are plain names Switchyard creates ([`is_entry_name`]):
 //!   `<name>.<n>.bak` for backups, `<name>.<run>.stage` for staged nodes, with
 //!   `<name>` replaced by a hash prefix when the result would exceed `NAME_MAX`.
@@ -92,14 +92,18 @@ pub(crate) fn open(dir: &OwnedFd, create: bool) -> io::Result<Option<OwnedFd>> {
     if created {
         fchmod(&fd, Mode::from_raw_mode(STORE_MODE))?;
     }
+    // F1: every rename between the store and its directory stays on one mount; a
+    // store that is another one (a device comparison misses a bind mount) is never
+    // used.
+    if mount_of(&fd)? != mount_of(dir)? {
+        return Err(refused(
+            io::ErrorKind::CrossesDevices,
+            "is on another filesystem than its directory (a mount point or bind mount), so originals cannot be renamed into it",
+        ));
+    }
     let st = fstat(&fd)?;
     if st.st_uid != rustix::process::geteuid().as_raw() {
         return Err(unsafe_store(&format!("is owned by uid {}", st.st_uid)));
-    }
-    // F1: every rename between the store and its directory stays on one filesystem;
-    // a store that is another mount (EXDEV) is never used.
-    if st.st_dev != fstat(dir)?.st_dev {
-        return Err(io::Error::from_raw_os_error(Errno::XDEV.raw_os_error()));
     }
     if st.st_mode & 0o077 != 0 {
         return Err(unsafe_store(&format!(
@@ -110,23 +114,62 @@ pub(crate) fn open(dir: &OwnedFd, create: bool) -> io::Result<Option<OwnedFd>> {
     Ok(Some(fd))
 }
 
-fn unsafe_store(what: &str) -> io::Error {
+/// The mount `fd` is on: its mount ID (`statx(2)` `STATX_MNT_ID`), or its device
+/// where the kernel does not report one. Two names on different mounts of one
+/// filesystem (a bind mount) cannot be renamed into each other either.
+fn mount_of(fd: impl AsFd) -> io::Result<(bool, u64)> {
+    use rustix::fs::{statx, AtFlags, StatxFlags};
+    match statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID) {
+        Ok(sx) if sx.stx_mask & StatxFlags::MNT_ID.bits() != 0 => Ok((true, sx.stx_mnt_id)),
+        Ok(_) | Err(Errno::NOSYS) => Ok((false, fstat(&fd)?.st_dev)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The error of a store Switchyard refuses to use: [`is_refusal`] tells it from an
+/// I/O error.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+fn refused(kind: io::ErrorKind, what: &str) -> io::Error {
     io::Error::new(
-        io::ErrorKind::PermissionDenied,
-        format!("the backup store {STORE_DIR} {what}; Switchyard did not make it this way and will not use it"),
+        kind,
+        Refused(format!("the backup store {STORE_DIR} {what}; Switchyard did not make it this way and will not use it")),
     )
 }
 
+fn unsafe_store(what: &str) -> io::Error {
+    refused(io::ErrorKind::PermissionDenied, what)
+}
+
+/// Whether `e` is [`open`] refusing a store someone else made (rather than an I/O
+/// error): nothing of Switchyard's can be in it.
+pub(crate) fn is_refusal(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<Refused>())
+}
+
 /// Removes the store of `dir` if it is empty (`unlinkat(2)` with `AT_REMOVEDIR`; the
-/// kernel refuses a non-empty directory). Returns whether it was removed.
+/// kernel refuses a non-empty directory). Returns whether it was removed. A
+/// `.switchyard` that is not a directory, or a mount point, is not a store Switchyard
+/// made ([`open`] refuses it) and is left alone.
 ///
 /// # Errors
 ///
-/// Any error but "not empty" or "not there".
+/// Any error but "not empty", "not there", "not a directory" or "busy".
 pub(crate) fn remove_if_empty(dir: impl AsFd) -> io::Result<bool> {
     match unlinkat(dir, STORE_DIR, AtFlags::REMOVEDIR) {
         Ok(()) => Ok(true),
-        Err(Errno::NOTEMPTY | Errno::EXIST | Errno::NOENT) => Ok(false),
+        Err(Errno::NOTEMPTY | Errno::EXIST | Errno::NOENT | Errno::NOTDIR | Errno::BUSY) => {
+            Ok(false)
+        }
         Err(e) => Err(e.into()),
     }
 }

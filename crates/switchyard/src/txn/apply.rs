@@ -80,7 +80,8 @@ impl Stores {
         let known = self.0.get(parent).is_some_and(|s| s.is_some() || !create);
         if !known {
             let fd = store::open(dir, create).map_err(|e| {
-                let id = if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) {
+                // F2: a store on another mount cannot take originals by rename.
+                let id = if e.kind() == std::io::ErrorKind::CrossesDevices {
                     ErrorId::Exdev
                 } else {
                     ErrorId::Policy

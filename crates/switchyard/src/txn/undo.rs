@@ -204,67 +204,79 @@ pub(crate) fn undo_actions(
     let total = actions.iter().filter(|a| !a.noop).count();
     for (done, a) in actions.iter().rev().filter(|a| !a.noop).enumerate() {
         on_step(done + 1, total);
-        let r = root
-            .open_parent(&a.target)
-            .map_err(|e| {
-                Error::io(
-                    ErrorId::RestoreFailed,
-                    format!("{}: opening directory", a.target),
-                    e,
-                )
-            })
-            .and_then(|dir| {
-                let store = crate::store::open(&dir, false).map_err(|e| {
+        let r =
+            root.open_parent(&a.target)
+                .map_err(|e| {
                     Error::io(
                         ErrorId::RestoreFailed,
-                        format!("{}: opening the backup store", a.target),
+                        format!("{}: opening directory", a.target),
                         e,
                     )
-                })?;
-                let parent = a.target.parent();
-                sync.touch(parent, &dir)
-                    .and_then(|()| match &store {
-                        Some(st) => {
-                            sync.touch(&format!("{parent}/{}", crate::store::STORE_DIR), st)
-                        }
-                        None => Ok(()),
-                    })
-                    .map_err(|e| Error::io(ErrorId::Generic, "dir handle", e))?;
-                let judged = judge(&dir, store.as_ref(), a, db).map_err(|e| {
-                    Error::io(
-                        ErrorId::RestoreFailed,
-                        format!("{}: comparing with the package database", a.target),
-                        e,
-                    )
+                })
+                .and_then(|dir| {
+                    let store_err = |e| {
+                        Error::io(
+                            ErrorId::RestoreFailed,
+                            format!("{}: opening the backup store", a.target),
+                            e,
+                        )
+                    };
+                    // A `.switchyard` someone else made (planted after the journal, before
+                    // the first swap here) holds nothing of ours: the action is undone as
+                    // if there were no store, which succeeds exactly when the target needs
+                    // nothing from it (S8, A3); otherwise the refusal is the error.
+                    let (store, refusal) = match crate::store::open(&dir, false) {
+                        Ok(st) => (st, None),
+                        Err(e) if crate::store::is_refusal(&e) => (None, Some(e)),
+                        Err(e) => return Err(store_err(e)),
+                    };
+                    let parent = a.target.parent();
+                    sync.touch(parent, &dir)
+                        .and_then(|()| match &store {
+                            Some(st) => {
+                                sync.touch(&format!("{parent}/{}", crate::store::STORE_DIR), st)
+                            }
+                            None => Ok(()),
+                        })
+                        .map_err(|e| Error::io(ErrorId::Generic, "dir handle", e))?;
+                    let judged = judge(&dir, store.as_ref(), a, db).map_err(|e| {
+                        Error::io(
+                            ErrorId::RestoreFailed,
+                            format!("{}: comparing with the package database", a.target),
+                            e,
+                        )
+                    });
+                    let r = judged
+                        .and_then(|j| {
+                            let result = j.result(true);
+                            match j {
+                                Judgement::Undo | Judgement::Refuse => {
+                                    crate::swap::undo(&dir, store.as_ref(), a, verify, mech)
+                                }
+                                Judgement::UpdatedBackup(node) => {
+                                    // The package's file replaces the original in the sidecar:
+                                    // its MD5 was checked against the database (M5).
+                                    let updated = ActionRecord {
+                                        prior: node,
+                                        ..a.clone()
+                                    };
+                                    crate::swap::undo(&dir, store.as_ref(), &updated, false, mech)
+                                }
+                                Judgement::KeepPackaged => keep_packaged(store.as_ref(), a)
+                                    .map_err(|e| {
+                                        Error::io(
+                                            ErrorId::RestoreFailed,
+                                            format!("{}: removing the superseded backup", a.target),
+                                            e,
+                                        )
+                                    }),
+                            }
+                            .map(|c| (c, result))
+                        })
+                        .map_err(|e| refusal.map_or(e, store_err));
+                    emptied.entry(parent.to_owned()).or_insert(dir);
+                    r
                 });
-                let r = judged.and_then(|j| {
-                    let result = j.result(true);
-                    match j {
-                        Judgement::Undo | Judgement::Refuse => {
-                            crate::swap::undo(&dir, store.as_ref(), a, verify, mech)
-                        }
-                        Judgement::UpdatedBackup(node) => {
-                            // The package's file replaces the original in the sidecar:
-                            // its MD5 was checked against the database (M5).
-                            let updated = ActionRecord {
-                                prior: node,
-                                ..a.clone()
-                            };
-                            crate::swap::undo(&dir, store.as_ref(), &updated, false, mech)
-                        }
-                        Judgement::KeepPackaged => keep_packaged(store.as_ref(), a).map_err(|e| {
-                            Error::io(
-                                ErrorId::RestoreFailed,
-                                format!("{}: removing the superseded backup", a.target),
-                                e,
-                            )
-                        }),
-                    }
-                    .map(|c| (c, result))
-                });
-                emptied.entry(parent.to_owned()).or_insert(dir);
-                r
-            });
         let (state, remediation) = match &r {
             Ok((_, result)) => (result.as_str(), "none needed".to_owned()),
             Err(e) => (
