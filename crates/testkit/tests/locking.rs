@@ -158,13 +158,31 @@ fn failed_rollback_step_reports_every_target_r5() {
         .iter()
         .map(|t| (t.path.as_str(), t.state.as_str()))
         .collect();
+    // R8: the commit ends as its dry-run predicted, target by target (R5: the states
+    // are the true ones — the foreign node was refused, not "unknown").
     assert_eq!(
         states,
         [
             ("usr/bin/new", "restored"),
-            ("usr/bin/ls", "unknown"),
+            ("usr/bin/ls", "refused"),
             ("usr/bin/cat", "restored")
         ]
+    );
+    // O1, §3: the failed rollback's facts are in its run's facts.jsonl, the refusal
+    // among them, and they survive the recovery that finishes it.
+    let rb = err.run_id().expect("the failed rollback names its run");
+    let facts_of = |what: &str| {
+        let p = sy
+            .facts_of(rb)
+            .unwrap_or_else(|| panic!("{what}: no facts.jsonl for the failed rollback {rb}"));
+        std::fs::read_to_string(p).unwrap()
+    };
+    let facts = facts_of("after the failure");
+    assert!(
+        facts
+            .lines()
+            .any(|l| l.contains("\"usr/bin/ls\"") && l.contains("E_RESTORE_FAILED")),
+        "{facts}"
     );
     let ls = err
         .targets()
@@ -196,6 +214,7 @@ fn failed_rollback_step_reports_every_target_r5() {
         before,
         "R8: the finished rollback restored everything"
     );
+    assert_eq!(facts_of("after recovery"), facts, "the evidence is kept");
     let st = sy.status().unwrap();
     assert!(!st.pending_journal && st.targets.is_empty(), "{st:?}");
 }
