@@ -512,6 +512,36 @@ impl StateDir {
             .map_err(|e| io_err(format!("writing record of run {id}"), e))
     }
 
+    /// Durably writes the facts of a run that has no record (yet): a rollback that
+    /// failed and stays pending (R8) keeps its evidence (O1) in
+    /// `runs/<run_id>/facts.jsonl`; a record written later keeps them (see
+    /// [`Self::facts`]).
+    pub fn write_facts(&self, run_id: &Uuid, facts: &[u8]) -> Result<()> {
+        let runs = ensure_dir(self.fd.as_fd(), RUNS, PRIVATE)
+            .map_err(|e| io_err("creating runs directory", e))?;
+        let id = run_id.to_string();
+        let dir = ensure_dir(runs.as_fd(), &id, PRIVATE)
+            .map_err(|e| io_err(format!("creating run directory {id}"), e))?;
+        write_durably(dir.as_fd(), FACTS, facts)
+            .map_err(|e| io_err(format!("writing facts of run {id}"), e))
+    }
+
+    /// The facts written for run `run_id` (empty when there are none).
+    pub fn facts(&self, run_id: &Uuid) -> Result<Vec<u8>> {
+        let Some(dir) = self.run_dir(run_id)? else {
+            return Ok(Vec::new());
+        };
+        let mut bytes = Vec::new();
+        match open_file(&dir, FACTS) {
+            Ok(mut f) => f
+                .read_to_end(&mut bytes)
+                .map_err(|e| io_err(format!("reading facts of run {run_id}"), e))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io_err(format!("reading facts of run {run_id}"), e)),
+        };
+        Ok(bytes)
+    }
+
     /// The directory of run `run_id`, if it exists.
     fn run_dir(&self, run_id: &Uuid) -> Result<Option<OwnedFd>> {
         let Some(runs) = self

@@ -139,9 +139,10 @@ impl Switchyard {
                         changed,
                         ..j.clone()
                     };
-                    // Keep the rollback's own record and facts if it got that far.
+                    // Keep the rollback's own record and facts if it got that far
+                    // (a rollback that failed saved its facts without a record, R8).
                     if state.record(&j.run_id)?.is_none() {
-                        state.write_record(&done, b"")?;
+                        state.write_record(&done, &state.facts(&j.run_id)?)?;
                     }
                     if let Some(t) = j.target_run_id {
                         state.mark_undone(&t, &j.run_id)?;

@@ -231,6 +231,19 @@ impl Switchyard {
                 // and the next mutating command or `recover` finishes it (R5: the
                 // error names every target's state).
                 finish(&mut em, true, false, Some(&e));
+                // O1: the failed rollback's facts are its evidence; the record that
+                // finishing it writes keeps them.
+                let e = match state.write_facts(&em.run_id, &em.jsonl()) {
+                    Ok(()) => e,
+                    Err(w) => {
+                        let message = format!(
+                            "{} (its facts were not saved: {})",
+                            e.message(),
+                            w.message()
+                        );
+                        e.with_message(message)
+                    }
+                };
                 let e = e.with_remediation(format!(
                     "the rollback of run {} is pending: fix the cause, then run `switchyard recover --commit` (or any mutating command) to finish it",
                     target.run_id

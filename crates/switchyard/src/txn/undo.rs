@@ -204,6 +204,7 @@ pub(crate) fn undo_actions(
     let total = actions.iter().filter(|a| !a.noop).count();
     for (done, a) in actions.iter().rev().filter(|a| !a.noop).enumerate() {
         on_step(done + 1, total);
+        let mut refusing = false;
         let r =
             root.open_parent(&a.target)
                 .map_err(|e| {
@@ -249,6 +250,7 @@ pub(crate) fn undo_actions(
                     let r = judged
                         .and_then(|j| {
                             let result = j.result(true);
+                            refusing = matches!(j, Judgement::Refuse);
                             match j {
                                 Judgement::Undo | Judgement::Refuse => {
                                     crate::swap::undo(&dir, store.as_ref(), a, verify, mech)
@@ -277,10 +279,12 @@ pub(crate) fn undo_actions(
                     emptied.entry(parent.to_owned()).or_insert(dir);
                     r
                 });
+        // R5, R8: a refused target is reported as refused, as the dry-run predicted.
+        let failed_as = refusing.then_some(RestoreResult::Refused);
         let (state, remediation) = match &r {
             Ok((_, result)) => (result.as_str(), "none needed".to_owned()),
             Err(e) => (
-                "unknown",
+                failed_as.map_or("unknown", RestoreResult::as_str),
                 e.remediation()
                     .map(str::to_owned)
                     .unwrap_or_else(|| format!("inspect {} and its backup by hand", a.target)),
@@ -292,7 +296,8 @@ pub(crate) fn undo_actions(
             remediation,
         });
         if let Some((em, stage)) = em.as_mut() {
-            let mut f = undo_fact(*stage, a, r.as_ref().ok().map(|(_, result)| *result));
+            let result = r.as_ref().ok().map(|(_, result)| *result).or(failed_as);
+            let mut f = undo_fact(*stage, a, result);
             if let Err(e) = &r {
                 f = f.failed(e);
             }
