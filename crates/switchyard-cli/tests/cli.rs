@@ -1141,3 +1141,60 @@ fn running_out_of_descriptors_is_reported_as_that_not_a_policy_stop() {
     );
     assert_eq!(sb.snapshot(), before, "nothing changed");
 }
+
+/// O9, R4, A3: a commit that runs out of file descriptors part-way — a plan over 40
+/// directories at `prlimit --nofile=64` (each directory costs descriptors for itself
+/// and its backup store) — fails having left nothing in effect: the tree is exactly
+/// as before, no journal is pending, and `--json` says `changed: false` truthfully.
+/// It used to exit 1 with "its record could not be discarded, so nothing was undone"
+/// (the undo needed descriptors the failed run still held), leaving the targets it
+/// had swapped in effect until a later command recovered them (at the usual limit of
+/// 1024 the same happens to a plan over 300 directories).
+#[test]
+fn a_commit_that_runs_out_of_descriptors_leaves_nothing_in_effect_o9_r4() {
+    let sb = Sandbox::empty();
+    let mut body = String::new();
+    for i in 0..40 {
+        sb.write(&format!("usr/bin/d{i:03}/t"), b"#!/bin/sh\n", 0o755);
+        sb.write(
+            &format!("usr/lib/alt/d{i:03}/t"),
+            b"#!/bin/sh\necho alt\n",
+            0o755,
+        );
+        body.push_str(&format!(
+            "[[link]]\ntarget = \"usr/bin/d{i:03}/t\"\nsource = \"usr/lib/alt/d{i:03}/t\"\n"
+        ));
+    }
+    let m = sb.manifest("m.toml", dev_manifest(&body));
+    let before = sb.tree();
+    let mut args: Vec<String> = ["--nofile=64", BIN, "--json", "--root"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(sb.root().display().to_string());
+    args.extend(["apply", m.to_str().unwrap(), "--commit"].map(String::from));
+    let o = std::process::Command::new("prlimit")
+        .args(&args)
+        .output()
+        .expect("prlimit (util-linux)");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let ctx = format!("exit {:?}\n{out}\n{err}", o.status.code());
+    let doc: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {ctx}"));
+    let pending = sb.run(&["--json", "status"]).json()["pending_journal"].clone();
+    if o.status.success() {
+        // Fits after all: then it must be exactly applied, and roll back exactly.
+        assert_eq!(doc["changed"], true, "{ctx}");
+        assert_eq!(pending, false, "{ctx}");
+        sb.run(&["rollback", "--last", "--commit"]).expect(0);
+    } else {
+        assert_eq!(doc["changed"], false, "{ctx}");
+        assert_eq!(pending, false, "a failed run leaves nothing pending: {ctx}");
+    }
+    assert_eq!(
+        sb.tree(),
+        before,
+        "O9: a failed run left nothing in effect: {ctx}"
+    );
+}
