@@ -9,6 +9,7 @@ use rustix::fs::{fsync, openat, renameat, unlinkat, AtFlags, Mode, OFlags};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 /// Writes `bytes` to `dir/name` via a temporary name, fsync and rename, then fsyncs
 /// `dir`.
@@ -66,19 +67,19 @@ pub fn ensure_dir<P: rustix::path::Arg + Copy>(
     Ok(openat(dir, name, flags, Mode::empty())?)
 }
 
-/// Directories touched by a run, each to be fsynced once.
+/// Directories touched by a run, each to be fsynced once. It shares the caller's
+/// descriptors (no `dup`): a run holds one per directory and one per store.
 #[derive(Default)]
 pub struct DirSync {
-    dirs: BTreeMap<String, OwnedFd>,
+    dirs: BTreeMap<String, Arc<OwnedFd>>,
 }
 
 impl DirSync {
     /// Notes that `dir` (root-relative name `key`) was changed.
-    pub fn touch(&mut self, key: &str, dir: &OwnedFd) -> io::Result<()> {
+    pub fn touch(&mut self, key: &str, dir: &Arc<OwnedFd>) {
         if !self.dirs.contains_key(key) {
-            self.dirs.insert(key.to_owned(), dir.try_clone()?);
+            self.dirs.insert(key.to_owned(), Arc::clone(dir));
         }
-        Ok(())
     }
 
     /// fsyncs every touched directory once; returns how many.

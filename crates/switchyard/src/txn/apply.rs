@@ -33,6 +33,7 @@ use crate::txn::package;
 use crate::txn::undo::undo_actions;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub(crate) fn ms(t: Instant) -> u64 {
@@ -63,23 +64,31 @@ fn backup_name(store: Option<&OwnedFd>, name: &str) -> Result<String> {
 }
 
 /// Where each action happens: its target's directory (by action) and the stores.
-struct Places<'a> {
-    dirs: Vec<Option<&'a OwnedFd>>,
+struct Places {
+    dirs: Vec<Option<Arc<OwnedFd>>>,
     stores: Stores,
     packages: Option<DpkgDb>,
 }
 
 /// The stores of the directories a plan touches, opened once per directory.
 #[derive(Default)]
-struct Stores(BTreeMap<String, Option<OwnedFd>>);
+struct Stores(BTreeMap<String, Option<Arc<OwnedFd>>>);
 
 impl Stores {
     /// The store of `dir` (root-relative `parent`), created when `create`. A store
     /// someone else made (not ours, or open to others) is refused (S8, S9).
-    fn get(&mut self, parent: &str, dir: &OwnedFd, create: bool) -> Result<Option<&OwnedFd>> {
+    fn get(&mut self, parent: &str, dir: &OwnedFd, create: bool) -> Result<Option<&Arc<OwnedFd>>> {
         let known = self.0.get(parent).is_some_and(|s| s.is_some() || !create);
         if !known {
             let fd = store::open(dir, create).map_err(|e| {
+                if !store::is_refusal(&e) {
+                    // An I/O error (e.g. EMFILE), not a store someone else made.
+                    return Error::io(
+                        ErrorId::Generic,
+                        format!("{parent}: opening the backup store {}", store::STORE_DIR),
+                        e,
+                    );
+                }
                 // F2: a store on another mount cannot take originals by rename.
                 let id = if e.kind() == std::io::ErrorKind::CrossesDevices {
                     ErrorId::Exdev
@@ -96,7 +105,7 @@ impl Stores {
                     store::STORE_DIR
                 ))
             })?;
-            self.0.insert(parent.to_owned(), fd);
+            self.0.insert(parent.to_owned(), fd.map(Arc::new));
         }
         Ok(self.0.get(parent).and_then(Option::as_ref))
     }
@@ -260,7 +269,7 @@ impl Switchyard {
             };
             let backup = match i.current.kind {
                 NodeKind::Absent => None,
-                _ => Some(backup_name(st, name).map_err(|e| fail(&mut em, e, n))?),
+                _ => Some(backup_name(st.map(|s| &**s), name).map_err(|e| fail(&mut em, e, n))?),
             };
             recs.push(i.record(stage, backup));
         }
@@ -301,10 +310,13 @@ impl Switchyard {
         }
         let state = state.ok_or_else(|| Error::new(ErrorId::Generic, "state directory missing"))?;
         let places = Places {
-            dirs: items.iter().map(|i| i.dir.as_deref()).collect(),
+            dirs: items.iter().map(|i| i.dir.clone()).collect(),
             stores,
             packages,
         };
+        // The run holds its directories through `places` only: an abort can release
+        // them all (R4).
+        drop(items);
         self.commit(plan, &state, &mut em, recs, places, hash_ms)
     }
 
@@ -314,7 +326,7 @@ impl Switchyard {
         state: &StateDir,
         em: &mut Emitter,
         recs: Vec<ActionRecord>,
-        places: Places<'_>,
+        places: Places,
         hash_ms: u64,
     ) -> Result<ApplyReport> {
         let n = recs.len();
@@ -375,57 +387,60 @@ impl Switchyard {
         let mut sync = crate::durability::DirSync::default();
         let t_swap = Instant::now();
         let mut outcomes = Vec::with_capacity(n);
-        for (idx, (r, dir)) in record.actions.iter().zip(&dirs).enumerate() {
-            let t = Instant::now();
-            if !r.noop {
-                let Some(dir) = dir else {
-                    let e = Error::new(
-                        ErrorId::AtomicSwap,
-                        format!("{}: directory not open", r.target),
-                    );
-                    return Err(self.abort(state, em, record, packages.as_ref(), idx + 1, e));
-                };
-                let parent = r.target.parent();
-                let swapped = stores.get(parent, dir, true).and_then(|st| {
-                    let st = st.ok_or_else(|| Error::new(ErrorId::Generic, "store not created"))?;
-                    sync.touch(parent, dir)
-                        .and_then(|()| sync.touch(&format!("{parent}/{}", store::STORE_DIR), st))
-                        .map_err(|e| Error::io(ErrorId::Generic, "dir handle", e))?;
-                    crate::swap::apply(dir, st, r, self.mechanics)
-                });
-                if let Err(e) = swapped {
-                    return Err(self.abort(state, em, record, packages.as_ref(), idx + 1, e));
+        let mut t_sync = Instant::now();
+        // Swap, then sync; a failure names how many actions to undo.
+        let swapped: std::result::Result<usize, (usize, Error)> = 'swap: {
+            for (idx, (r, dir)) in record.actions.iter().zip(&dirs).enumerate() {
+                let t = Instant::now();
+                if !r.noop {
+                    let Some(dir) = dir else {
+                        let e = Error::new(
+                            ErrorId::AtomicSwap,
+                            format!("{}: directory not open", r.target),
+                        );
+                        break 'swap Err((idx + 1, e));
+                    };
+                    let parent = r.target.parent();
+                    let swapped = stores.get(parent, dir, true).and_then(|st| {
+                        let st =
+                            st.ok_or_else(|| Error::new(ErrorId::Generic, "store not created"))?;
+                        sync.touch(parent, dir);
+                        sync.touch(&format!("{parent}/{}", store::STORE_DIR), st);
+                        crate::swap::apply(dir, st, r, self.mechanics)
+                    });
+                    if let Err(e) = swapped {
+                        break 'swap Err((idx + 1, e));
+                    }
+                }
+                outcomes.push((outcome(r, planned_kind(r)), ms(t)));
+                self.progress("apply", idx + 1, n);
+            }
+            // A restore over an absent target may have moved the last entry out of its
+            // store: the store goes with its last backup (R6).
+            for (r, dir) in record.actions.iter().zip(&dirs) {
+                if let (false, ActionKind::Restore, None, Some(dir)) =
+                    (r.noop, r.kind, r.backup.as_ref(), dir)
+                {
+                    if let Err(e) = store::remove_if_empty(&**dir) {
+                        let e = Error::io(ErrorId::AtomicSwap, "removing an empty backup store", e);
+                        break 'swap Err((n, e));
+                    }
                 }
             }
-            outcomes.push((outcome(r, planned_kind(r)), ms(t)));
-            self.progress("apply", idx + 1, n);
-        }
-        // A restore over an absent target may have moved the last entry out of its
-        // store: the store goes with its last backup (R6).
-        for (r, dir) in record.actions.iter().zip(&dirs) {
-            if let (false, ActionKind::Restore, None, Some(dir)) =
-                (r.noop, r.kind, r.backup.as_ref(), dir)
-            {
-                if let Err(e) = store::remove_if_empty(dir) {
-                    let e = Error::io(ErrorId::AtomicSwap, "removing an empty backup store", e);
-                    return Err(self.abort(state, em, record, packages.as_ref(), n, e));
-                }
+            perf.swap_ms = ms(t_swap);
+            t_sync = Instant::now();
+            match hit(fp::APPLY_BEFORE_SYNC).and_then(|()| sync.sync()) {
+                Ok(k) => Ok(k),
+                Err(e) => Err((n, Error::io(ErrorId::AtomicSwap, "syncing directories", e))),
             }
-        }
-        perf.swap_ms = ms(t_swap);
-        let t_sync = Instant::now();
-        let synced = hit(fp::APPLY_BEFORE_SYNC).and_then(|()| sync.sync());
-        let fsyncs = match synced {
+        };
+        // The descriptors of the touched directories and their stores go before
+        // anything else: an undo must not run out of them where the run did (R4, O9).
+        drop((sync, stores, dirs));
+        let fsyncs = match swapped {
             Ok(k) => k as u64,
-            Err(e) => {
-                return Err(self.abort(
-                    state,
-                    em,
-                    record,
-                    packages.as_ref(),
-                    n,
-                    Error::io(ErrorId::AtomicSwap, "syncing directories", e),
-                ))
+            Err((upto, e)) => {
+                return Err(self.abort(state, em, record, packages.as_ref(), upto, e));
             }
         };
         perf.fsync_ms = ms(t_sync);

@@ -27,6 +27,7 @@ use crate::report::RestoreResult;
 use crate::state::ActionRecord;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 /// How one package-owned action is undone (M5); see the module docs.
 pub(crate) enum Judgement {
@@ -200,7 +201,7 @@ pub(crate) fn undo_actions(
     let mut failures: Vec<Error> = Vec::new();
     let mut states = Vec::new();
     // The directories whose stores may have lost their last entry (R6).
-    let mut emptied: BTreeMap<String, OwnedFd> = BTreeMap::new();
+    let mut emptied: BTreeMap<String, Arc<OwnedFd>> = BTreeMap::new();
     let total = actions.iter().filter(|a| !a.noop).count();
     for (done, a) in actions.iter().rev().filter(|a| !a.noop).enumerate() {
         on_step(done + 1, total);
@@ -215,6 +216,8 @@ pub(crate) fn undo_actions(
                     )
                 })
                 .and_then(|dir| {
+                    // Shared with `sync` and `emptied`: one descriptor per directory.
+                    let dir = Arc::new(dir);
                     let store_err = |e| {
                         Error::io(
                             ErrorId::RestoreFailed,
@@ -227,20 +230,16 @@ pub(crate) fn undo_actions(
                     // if there were no store, which succeeds exactly when the target needs
                     // nothing from it (S8, A3); otherwise the refusal is the error.
                     let (store, refusal) = match crate::store::open(&dir, false) {
-                        Ok(st) => (st, None),
+                        Ok(st) => (st.map(Arc::new), None),
                         Err(e) if crate::store::is_refusal(&e) => (None, Some(e)),
                         Err(e) => return Err(store_err(e)),
                     };
                     let parent = a.target.parent();
-                    sync.touch(parent, &dir)
-                        .and_then(|()| match &store {
-                            Some(st) => {
-                                sync.touch(&format!("{parent}/{}", crate::store::STORE_DIR), st)
-                            }
-                            None => Ok(()),
-                        })
-                        .map_err(|e| Error::io(ErrorId::Generic, "dir handle", e))?;
-                    let judged = judge(&dir, store.as_ref(), a, db).map_err(|e| {
+                    sync.touch(parent, &dir);
+                    if let Some(st) = &store {
+                        sync.touch(&format!("{parent}/{}", crate::store::STORE_DIR), st);
+                    }
+                    let judged = judge(&dir, store.as_deref(), a, db).map_err(|e| {
                         Error::io(
                             ErrorId::RestoreFailed,
                             format!("{}: comparing with the package database", a.target),
@@ -253,7 +252,7 @@ pub(crate) fn undo_actions(
                             refusing = matches!(j, Judgement::Refuse);
                             match j {
                                 Judgement::Undo | Judgement::Refuse => {
-                                    crate::swap::undo(&dir, store.as_ref(), a, verify, mech)
+                                    crate::swap::undo(&dir, store.as_deref(), a, verify, mech)
                                 }
                                 Judgement::UpdatedBackup(node) => {
                                     // The package's file replaces the original in the sidecar:
@@ -262,9 +261,9 @@ pub(crate) fn undo_actions(
                                         prior: node,
                                         ..a.clone()
                                     };
-                                    crate::swap::undo(&dir, store.as_ref(), &updated, false, mech)
+                                    crate::swap::undo(&dir, store.as_deref(), &updated, false, mech)
                                 }
-                                Judgement::KeepPackaged => keep_packaged(store.as_ref(), a)
+                                Judgement::KeepPackaged => keep_packaged(store.as_deref(), a)
                                     .map_err(|e| {
                                         Error::io(
                                             ErrorId::RestoreFailed,
