@@ -219,6 +219,76 @@ fn failed_rollback_step_reports_every_target_r5() {
     assert!(!st.pending_journal && st.targets.is_empty(), "{st:?}");
 }
 
+/// R5, O9: a rollback never reports a target as restored that it did not restore.
+/// With integrity checks off (a library policy), the original of `usr/bin/ls` removed
+/// from the store by hand and the target replaced by someone else's file, the
+/// rollback leaves that file alone — there is nothing to put back — and says so
+/// (`kept_replaced`, predicted by its dry-run), while the other targets are restored.
+/// It used to report `restored` for it. (With integrity checks on, the rollback
+/// refuses up front: the backup is missing.)
+#[test]
+fn rollback_never_reports_a_target_it_did_not_restore_as_restored_r5() {
+    let f = Fixture::new();
+    let mut lax = Policy::dev();
+    lax.require_sidecar_integrity = false;
+    let (sy, _) = engine_for(f.path(), lax);
+    let rep = sy
+        .apply(&sy.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    // (The foreign file is made before the original goes, so it cannot reuse its
+    // inode number.)
+    std::fs::remove_file(f.host("usr/bin/ls")).unwrap();
+    f.write("usr/bin/ls", b"someone else's", 0o755);
+    std::fs::remove_file(f.host("usr/bin/.switchyard/ls.1.bak")).unwrap();
+    let results = |r: &switchyard::RollbackReport| -> Vec<(String, &'static str)> {
+        r.actions
+            .iter()
+            .map(|a| (a.target.clone(), a.result.as_str()))
+            .collect()
+    };
+    let dry = sy
+        .rollback(RunSelector::Id(rep.run_id), ApplyMode::DryRun)
+        .unwrap();
+    let expect = |ls: &'static str, other: &'static str| {
+        vec![
+            ("usr/bin/new".to_owned(), other),
+            ("usr/bin/ls".to_owned(), ls),
+            ("usr/bin/cat".to_owned(), other),
+        ]
+    };
+    assert_eq!(
+        results(&dry),
+        expect("would_keep_replaced", "would_restore")
+    );
+    let done = sy
+        .rollback(RunSelector::Id(rep.run_id), ApplyMode::Commit)
+        .unwrap();
+    assert_eq!(results(&done), expect("kept_replaced", "restored"));
+    assert_eq!(
+        std::fs::read(f.host("usr/bin/ls")).unwrap(),
+        b"someone else's",
+        "left alone"
+    );
+    assert_eq!(
+        std::fs::read_link(f.host("usr/bin/cat")).unwrap(),
+        std::path::Path::new("gnu-cat")
+    );
+    // With integrity checks on, the missing backup stops the rollback before anything.
+    let (strict, _) = engine_for(f.path(), Policy::dev());
+    let rep = strict
+        .apply(&strict.plan(&standard_input()).unwrap(), ApplyMode::Commit)
+        .unwrap();
+    std::fs::remove_file(f.host("usr/bin/cat")).unwrap();
+    f.write("usr/bin/cat", b"someone else's", 0o755);
+    std::fs::remove_file(f.host("usr/bin/.switchyard/cat.1.bak")).unwrap();
+    let before = f.tree();
+    let e = strict
+        .rollback(RunSelector::Id(rep.run_id), ApplyMode::Commit)
+        .unwrap_err();
+    assert_eq!(e.id(), ErrorId::BackupMissing, "{e}");
+    assert_eq!(f.tree(), before, "nothing moved");
+}
+
 #[test]
 fn strict_policy_refuses_sources_not_owned_by_root_or_writable_s3() {
     let f = Fixture::new();
