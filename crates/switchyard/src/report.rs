@@ -121,6 +121,13 @@ pub enum RestoreResult {
     KeptPackaged,
     /// A dry-run: would be left as the package put it.
     WouldKeepPackaged,
+    /// Something else replaced the target since the run and the original is no longer
+    /// kept (removed from the backup store by hand): there is nothing to put back, so
+    /// the target is left as it is (R5: never reported as restored). Only without
+    /// integrity checks; with them the missing backup stops the rollback (S6).
+    KeptReplaced,
+    /// A dry-run: would be left as it is (its original is gone).
+    WouldKeepReplaced,
     /// Something else replaced the target; it was not overwritten (R5). Only in a
     /// failed rollback's per-target states: the rollback stays pending (R8).
     Refused,
@@ -139,6 +146,8 @@ impl RestoreResult {
             RestoreResult::WouldRestorePackageUpdate => "would_restore_package_update",
             RestoreResult::KeptPackaged => "kept_packaged",
             RestoreResult::WouldKeepPackaged => "would_keep_packaged",
+            RestoreResult::KeptReplaced => "kept_replaced",
+            RestoreResult::WouldKeepReplaced => "would_keep_replaced",
             RestoreResult::Refused => "refused",
             RestoreResult::WouldRefuse => "would_refuse",
         }

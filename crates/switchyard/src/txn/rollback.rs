@@ -333,7 +333,11 @@ fn judged(root: &Root, a: &ActionRecord, db: Option<&DpkgDb>) -> Judgement {
 /// it is undone (M5); a target the package replaced keeps no backup to check.
 fn verify_backups(root: &Root, actions: &[ActionRecord], db: Option<&DpkgDb>) -> Result<()> {
     for a in actions.iter().filter(|a| !a.noop) {
-        if !matches!(judged(root, a, db), Judgement::Undo) {
+        // A target whose original is gone is checked too: its backup is missing.
+        if !matches!(
+            judged(root, a, db),
+            Judgement::Undo | Judgement::KeepReplaced
+        ) {
             continue;
         }
         let Some(b) = a.backup.as_deref() else {

@@ -41,6 +41,9 @@ pub(crate) enum Judgement {
     /// Something else replaced the target: the undo refuses to overwrite it (R5), and
     /// a rollback stays pending (R8).
     Refuse,
+    /// Something else replaced the target and the original is kept nowhere (not at
+    /// the stage or backup name): nothing to put back, the target stays (R5).
+    KeepReplaced,
 }
 
 impl Judgement {
@@ -55,6 +58,8 @@ impl Judgement {
             (Judgement::KeepPackaged, false) => RestoreResult::WouldKeepPackaged,
             (Judgement::Refuse, true) => RestoreResult::Refused,
             (Judgement::Refuse, false) => RestoreResult::WouldRefuse,
+            (Judgement::KeepReplaced, true) => RestoreResult::KeptReplaced,
+            (Judgement::KeepReplaced, false) => RestoreResult::WouldKeepReplaced,
         }
     }
 }
@@ -96,14 +101,18 @@ pub(crate) fn judge(
             _ => false,
         })
     };
+    // A foreign node is refused where the original is kept, and left where it is not.
+    let foreign_judgement = || -> std::io::Result<Judgement> {
+        Ok(if !foreign {
+            Judgement::Undo
+        } else if kept(a.backup.as_deref())? || kept(Some(&a.stage))? {
+            Judgement::Refuse
+        } else {
+            Judgement::KeepReplaced
+        })
+    };
     let Some(md5) = packaged_md5(db, a) else {
-        return Ok(
-            if foreign && (kept(a.backup.as_deref())? || kept(Some(&a.stage))?) {
-                Judgement::Refuse
-            } else {
-                Judgement::Undo
-            },
-        );
+        return foreign_judgement();
     };
     if foreign && md5_of(dir, t)?.as_deref() == Some(&md5) {
         return Ok(Judgement::KeepPackaged);
@@ -123,13 +132,7 @@ pub(crate) fn judge(
             });
         }
     }
-    Ok(
-        if foreign && (kept(a.backup.as_deref())? || kept(Some(&a.stage))?) {
-            Judgement::Refuse
-        } else {
-            Judgement::Undo
-        },
-    )
+    foreign_judgement()
 }
 
 /// Carries out a [`Judgement::KeepPackaged`]: the target stays; what is left of the
@@ -251,7 +254,7 @@ pub(crate) fn undo_actions(
                             let result = j.result(true);
                             refusing = matches!(j, Judgement::Refuse);
                             match j {
-                                Judgement::Undo | Judgement::Refuse => {
+                                Judgement::Undo | Judgement::Refuse | Judgement::KeepReplaced => {
                                     crate::swap::undo(&dir, store.as_deref(), a, verify, mech)
                                 }
                                 Judgement::UpdatedBackup(node) => {
