@@ -1198,3 +1198,51 @@ fn a_commit_that_runs_out_of_descriptors_leaves_nothing_in_effect_o9_r4() {
         "O9: a failed run left nothing in effect: {ctx}"
     );
 }
+
+/// R8, M4: while a rollback that could not finish is pending, `status` shows the run as
+/// partly rolled back — per target, naming the pending rollback — rather than calling
+/// the targets it already restored "drifted" and advising to apply the manifest again
+/// (which would first have to finish that rollback); `--json` says the same
+/// (`rolling_back`), and `doctor` does not advise re-applying them either.
+#[test]
+fn status_shows_a_partly_rolled_back_run_r8() {
+    let sb = Sandbox::new();
+    let m = sb.manifest("m.toml", dev_manifest(STANDARD_LINKS));
+    sb.run(&["apply", m.to_str().unwrap(), "--commit"])
+        .expect(0);
+    // Someone else's file where our link was: the rollback refuses it and stays pending.
+    std::fs::remove_file(sb.host("usr/bin/ls")).unwrap();
+    sb.write("usr/bin/ls", b"someone else's", 0o755);
+    let failed = sb.run(&["--json", "rollback", "--last", "--commit"]);
+    failed.expect(70);
+    let rb = failed.json()["run_id"].as_str().unwrap().to_owned();
+    let human = sb.run(&["status"]);
+    human.expect(0);
+    assert!(
+        !human.stdout.contains("apply its manifest again"),
+        "{}",
+        human.stdout
+    );
+    for t in ["usr/bin/ls", "usr/bin/cat", "usr/bin/new"] {
+        assert!(
+            human
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{t}: partly rolled back")) && l.contains(&rb)),
+            "{t}: {}",
+            human.stdout
+        );
+    }
+    let json = sb.run(&["--json", "status"]).json();
+    for t in json["targets"].as_array().unwrap() {
+        assert_eq!(t["rolling_back"], rb.as_str(), "{t}");
+    }
+    let doctor = sb.run(&["doctor"]);
+    assert_ne!(doctor.code, 0);
+    assert!(
+        doctor.stdout.contains("partly rolled back")
+            && !doctor.stdout.contains("apply the manifest again"),
+        "{}",
+        doctor.stdout
+    );
+}
