@@ -6,7 +6,8 @@ use crate::output::{or_dash, painted, shown, table, Cell, Out, Paint};
 use std::path::{Path, PathBuf};
 use switchyard::{
     ApplyMode, CommandCheck, CommandSmoke, DriftState, Error, ErrorId, FileLock, JsonlSink,
-    Manifest, NodeKind, Outcome, Plan, Policy, RunSelector, StateLocation, Switchyard, Verdict,
+    Manifest, NodeKind, Outcome, Plan, Policy, RestoreResult, RunSelector, StateLocation,
+    Switchyard, Verdict,
 };
 use uuid::Uuid;
 
@@ -355,21 +356,39 @@ pub fn rollback(ctx: &Ctx, run: Option<Uuid>, commit: bool) -> CmdResult {
             "run {} has nothing left to undo: no change (idempotent_noop)\n",
             rep.target_run_id
         )
-    } else if rep.dry_run {
-        format!(
-            "dry-run rollback of run {}: {} target{} would be restored; nothing was modified\n",
-            rep.target_run_id,
-            rep.actions.len(),
-            plural(rep.actions.len())
-        )
     } else {
-        format!(
-            "rolled back run {} as run {}: {} target{} restored\n",
-            rep.target_run_id,
-            rep.run_id,
-            rep.actions.len(),
-            plural(rep.actions.len())
-        )
+        // Counted by result: a target left as a package or someone else put it, or
+        // one the commit would refuse, is not "restored" (R5, R8).
+        let restored = rep
+            .actions
+            .iter()
+            .filter(|t| {
+                matches!(
+                    t.result,
+                    RestoreResult::Restored
+                        | RestoreResult::WouldRestore
+                        | RestoreResult::RestoredPackageUpdate
+                        | RestoreResult::WouldRestorePackageUpdate
+                )
+            })
+            .count();
+        let n = rep.actions.len();
+        let count = if restored == n {
+            format!("{n} target{}", plural(n))
+        } else {
+            format!("{restored} of {n} target{}", plural(n))
+        };
+        if rep.dry_run {
+            format!(
+                "dry-run rollback of run {}: {count} would be restored; nothing was modified\n",
+                rep.target_run_id
+            )
+        } else {
+            format!(
+                "rolled back run {} as run {}: {count} restored\n",
+                rep.target_run_id, rep.run_id
+            )
+        }
     };
     if !rep.actions.is_empty() {
         let rows = rep
@@ -498,10 +517,20 @@ pub fn status(ctx: &Ctx) -> CmdResult {
             rows,
         ));
     }
+    for t in &st.targets {
+        if let Some(rb) = t.rolling_back {
+            s.push_str(&format!(
+                "{}: {} — rollback {rb} of run {} could not finish; fix what it reported, then run `switchyard recover --commit`\n",
+                shown(&t.path),
+                out.paint(Paint::Yellow, "partly rolled back"),
+                t.run_id
+            ));
+        }
+    }
     for t in st
         .targets
         .iter()
-        .filter(|t| t.state != DriftState::InEffect)
+        .filter(|t| t.state != DriftState::InEffect && t.rolling_back.is_none())
     {
         let by = match (&t.package, &t.version) {
             (Some(p), Some(v)) if t.state == DriftState::Drifted => {

@@ -57,6 +57,14 @@ fn lines(h: &Health) -> Vec<(Paint, &'static str, String)> {
                         Outcome::Completed => {
                             format!("complete run {} (it had committed)", s.run_id)
                         }
+                        // A rollback's journal is rolled forward: recovery finishes it.
+                        Outcome::Undone
+                            if h.pending_journals.iter().any(|p| {
+                                p.run_id == s.run_id && p.kind == switchyard::RunKind::Rollback
+                            }) =>
+                        {
+                            format!("finish rollback {}", s.run_id)
+                        }
                         Outcome::Undone => format!("undo run {}", s.run_id),
                     })
                     .collect();

@@ -368,6 +368,7 @@ fn status_json_and_human_after_apply() {
                 "link_dest",
                 "package",
                 "path",
+                "rolling_back",
                 "run_id",
                 "state",
                 "version"
@@ -378,6 +379,7 @@ fn status_json_and_human_after_apply() {
         assert_eq!(t["run_id"], run_id.as_str());
         assert_eq!(t["kind"], "symlink");
         assert_eq!(t["state"], "in_effect", "M4");
+        assert!(t["rolling_back"].is_null(), "R8: no rollback pending");
     }
     let ls = ts.iter().find(|t| t["path"] == "usr/bin/ls").unwrap();
     assert_eq!(ls["link_dest"], "../lib/alt/ls");

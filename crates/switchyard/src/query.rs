@@ -81,6 +81,10 @@ pub struct TargetStatus {
     /// MD5 matches): `false` after an upgrade that did not go through the diversion;
     /// `None` without a database, a package or a backup file.
     pub backup_current: Option<bool>,
+    /// The pending rollback of its run, when one could not finish (R8): the run is
+    /// partly rolled back, and `recover` (or the next mutating command) finishes it.
+    /// Its `state` then tells how far this target got, not that it drifted.
+    pub rolling_back: Option<Uuid>,
 }
 
 /// What [`Switchyard::status`] reports.
@@ -413,7 +417,19 @@ impl Switchyard {
     pub fn status(&self) -> Result<Status> {
         let state = self.open_state(false)?;
         let records = self.records(state.as_ref())?;
-        let pending_journal = !pending_runs(state.as_ref())?.is_empty();
+        let pending = pending_runs(state.as_ref())?;
+        let pending_journal = !pending.is_empty();
+        // R8: (run, target) pairs a pending rollback is undoing.
+        let rolling_back: BTreeMap<(Uuid, &str), Uuid> = pending
+            .iter()
+            .filter(|j| j.kind == crate::state::RunKind::Rollback)
+            .filter_map(|j| j.target_run_id.map(|t| (t, j)))
+            .flat_map(|(t, j)| {
+                j.actions
+                    .iter()
+                    .map(move |a| ((t, a.target.as_str()), j.run_id))
+            })
+            .collect();
         let mut latest: BTreeMap<&str, (Uuid, &ActionRecord)> = BTreeMap::new();
         for r in records.iter().filter(|r| r.is_live_apply()) {
             for a in r.actions.iter().filter(|a| !a.noop) {
@@ -424,7 +440,10 @@ impl Switchyard {
         let db = DpkgDb::load(&self.root, &paths)?;
         let targets = latest
             .into_values()
-            .map(|(run_id, a)| self.target_status(run_id, a, db.as_ref()))
+            .map(|(run_id, a)| TargetStatus {
+                rolling_back: rolling_back.get(&(run_id, a.target.as_str())).copied(),
+                ..self.target_status(run_id, a, db.as_ref())
+            })
             .collect();
         Ok(Status {
             targets,
@@ -482,6 +501,7 @@ impl Switchyard {
             package: owner.map(|o| o.package.clone()),
             version: owner.map(|o| o.version.clone()),
             backup_current,
+            rolling_back: None,
         }
     }
 
@@ -609,10 +629,25 @@ impl Switchyard {
                 // M4: a managed target that is no longer what its run made it.
                 if let Ok(st) = self.status() {
                     managed = Some(st.targets.len());
+                    // A target a pending rollback is undoing is not drift: its run is
+                    // partly rolled back (R8).
+                    for t in &st.targets {
+                        if let Some(rb) = t.rolling_back {
+                            problem(
+                                Area::Targets,
+                                format!(
+                                    "{} is partly rolled back (now {}): rollback {rb} of run {} could not finish; fix what it reported, then `recover --commit` finishes it",
+                                    t.path,
+                                    t.kind.as_str(),
+                                    t.run_id
+                                ),
+                            );
+                        }
+                    }
                     for t in st
                         .targets
                         .iter()
-                        .filter(|t| t.state != DriftState::InEffect)
+                        .filter(|t| t.state != DriftState::InEffect && t.rolling_back.is_none())
                     {
                         problem(
                             Area::Targets,
