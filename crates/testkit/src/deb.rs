@@ -155,9 +155,25 @@ pub struct DebBuilder {
     name: String,
     version: String,
     members: Vec<Member>,
+    fields: Vec<(String, String)>,
 }
 
 impl DebBuilder {
+    /// Adds a control field (`Replaces`, `Breaks`, `Conflicts`, …) to the package's
+    /// `DEBIAN/control`, e.g. `.control("Replaces", "old-pkg")`.
+    pub fn control(mut self, field: &str, value: &str) -> DebBuilder {
+        assert!(
+            !field.is_empty()
+                && field
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !value.contains('\n'),
+            "a control field is one line: {field}: {value:?}"
+        );
+        self.fields.push((field.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Adds a regular file at `path` (relative to `/`, e.g. `usr/bin/foo` or
     /// `bin/foo`) with `bytes` and `mode` — all 12 permission bits, so `0o4755` is a
     /// setuid-root program (the package's files are root:root).
@@ -194,8 +210,14 @@ impl DebBuilder {
             "Package: {}\nVersion: {}\nArchitecture: all\n\
              Maintainer: Switchyard Tests <tests@switchyard.invalid>\n\
              Priority: optional\nSection: misc\n\
-             Description: Switchyard test package {}\n",
-            self.name, self.version, self.name
+             Description: Switchyard test package {}\n{}",
+            self.name,
+            self.version,
+            self.name,
+            self.fields
+                .iter()
+                .map(|(f, v)| format!("{f}: {v}\n"))
+                .collect::<String>()
         );
         std::fs::write(debian.join("control"), control).unwrap_or_else(|e| panic!("{e}"));
         set_mode(&debian.join("control"), 0o644);
@@ -266,6 +288,7 @@ impl Deb {
             name: name.to_owned(),
             version: version.to_owned(),
             members: Vec::new(),
+            fields: Vec::new(),
         }
     }
 
@@ -374,6 +397,13 @@ impl DpkgRoot {
             "dpkg",
             &["--root", &self.root_arg(), "--install", s(deb.path())],
         )
+    }
+
+    /// `dpkg --root R --remove PKG` (`--purge` when `purge`); panics with dpkg's
+    /// stderr if it fails.
+    pub fn remove(&self, pkg: &str, purge: bool) -> CmdOut {
+        let op = if purge { "--purge" } else { "--remove" };
+        run_ok("dpkg", &["--root", &self.root_arg(), op, pkg])
     }
 
     /// `dpkg --root R --verify`: one line per packaged path that fails a check, in
