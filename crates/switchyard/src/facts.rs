@@ -457,8 +457,9 @@ pub struct UndoFact {
     /// How it was undone (M5): `restored`, `restored_package_update` (the backup as
     /// dpkg updated it through the diversion, MD5 checked), `kept_packaged` or
     /// `kept_replaced` (replaced by something else and the original gone: left as it
-    /// is, R5); `refused` when undoing it failed because it would have overwritten a
-    /// node Switchyard did not install (R8), absent when undoing it failed otherwise.
+    /// is, R5), `removed_with_package` (the package no longer ships the path: removed,
+    /// M5); `refused` when undoing it failed because it would have overwritten a node
+    /// Switchyard did not install (R8), absent when undoing it failed otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<crate::report::RestoreResult>,
     /// Why undoing this action failed.

@@ -128,6 +128,13 @@ pub enum RestoreResult {
     KeptReplaced,
     /// A dry-run: would be left as it is (its original is gone).
     WouldKeepReplaced,
+    /// The package manager removed the file since the run (an upgrade dropped it from
+    /// the package, or the package was removed): dpkg deleted the kept original where
+    /// it diverted it, and the link is removed too, leaving the target absent as the
+    /// package left it (M5).
+    RemovedWithPackage,
+    /// A dry-run: would be removed, as the package removed its file.
+    WouldRemoveWithPackage,
     /// Something else replaced the target; it was not overwritten (R5). Only in a
     /// failed rollback's per-target states: the rollback stays pending (R8).
     Refused,
@@ -148,6 +155,8 @@ impl RestoreResult {
             RestoreResult::WouldKeepPackaged => "would_keep_packaged",
             RestoreResult::KeptReplaced => "kept_replaced",
             RestoreResult::WouldKeepReplaced => "would_keep_replaced",
+            RestoreResult::RemovedWithPackage => "removed_with_package",
+            RestoreResult::WouldRemoveWithPackage => "would_remove_with_package",
             RestoreResult::Refused => "refused",
             RestoreResult::WouldRefuse => "would_refuse",
         }

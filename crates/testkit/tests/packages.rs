@@ -583,3 +583,110 @@ fn a_restore_and_its_rollback_keep_dpkg_in_step_m2_m5() {
     assert_eq!(ours(&r).len(), 2);
     assert_verified(&r, "after rolling the restore back");
 }
+
+/// Version `v` of `PKG` with only `beta` (it drops `alpha`, as an upgrade that moves
+/// a program to another package does).
+fn pkg_without_alpha(v: u32) -> Deb {
+    Deb::builder(PKG, &format!("{v}.0"))
+        .file("usr/bin/beta", &body("beta", v), 0o4755)
+        .build()
+}
+
+/// The dry-run's word for a commit's result (R8).
+fn predicted(r: RestoreResult) -> RestoreResult {
+    match r {
+        RestoreResult::Restored => RestoreResult::WouldRestore,
+        RestoreResult::RestoredPackageUpdate => RestoreResult::WouldRestorePackageUpdate,
+        RestoreResult::KeptPackaged => RestoreResult::WouldKeepPackaged,
+        RestoreResult::Refused => RestoreResult::WouldRefuse,
+        RestoreResult::RemovedWithPackage => RestoreResult::WouldRemoveWithPackage,
+        other => other,
+    }
+}
+
+/// Rolls back `run` (dry-run, then commit), expecting the dry-run to predict the
+/// commit per target (R8) and the commit to finish: nothing pending, no diversion of
+/// ours, no store, `dpkg --verify` clean. Returns the commit's results.
+fn rollback_settles(
+    r: &DpkgRoot,
+    sy: &Switchyard,
+    run: &switchyard::ApplyReport,
+    when: &str,
+) -> Vec<(String, RestoreResult)> {
+    let dry = sy
+        .rollback(RunSelector::Id(run.run_id), ApplyMode::DryRun)
+        .unwrap_or_else(|e| panic!("{when}: dry-run: {e}"));
+    let done = sy
+        .rollback(RunSelector::Id(run.run_id), ApplyMode::Commit)
+        .unwrap_or_else(|e| panic!("{when}: R8: the rollback cannot finish: {e}"));
+    let got: Vec<_> = done
+        .actions
+        .iter()
+        .map(|a| (a.target.clone(), a.result))
+        .collect();
+    let want: Vec<_> = dry
+        .actions
+        .iter()
+        .map(|a| (a.target.clone(), a.result))
+        .collect();
+    let as_dry: Vec<_> = got
+        .iter()
+        .map(|(t, r)| (t.clone(), predicted(*r)))
+        .collect();
+    assert_eq!(want, as_dry, "{when}: R8: the dry-run predicts the commit");
+    assert!(!sy.status().unwrap().pending_journal, "{when}: pending");
+    assert!(ours(r).is_empty(), "{when}: M2: {:?}", ours(r));
+    assert!(!r.host("usr/bin/.switchyard").exists(), "{when}: R6");
+    assert_verified(r, when);
+    got
+}
+
+/// M5, R8: an upgrade that drops a swapped file from the package removes it from
+/// where dpkg diverted it — our backup. Rollback must still finish (not stay pending
+/// forever, blocking every later command): the package no longer ships the path, so
+/// the target ends as the package left it, absent.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn an_upgrade_dropping_a_swapped_file_then_rollback_finishes_m5_r8() {
+    assert_root("an_upgrade_dropping_a_swapped_file_then_rollback_finishes_m5_r8");
+    let r = root_with_v1(false);
+    let sy = engine(&r);
+    let run = apply(&sy, &links(false));
+    r.install(&pkg_without_alpha(2));
+    assert!(
+        !r.host("usr/bin/.switchyard/alpha.1.bak").exists(),
+        "dpkg removed the dropped file where it diverted it: our backup"
+    );
+    rollback_settles(&r, &sy, &run, "after the upgrade dropped alpha");
+    assert!(
+        std::fs::symlink_metadata(r.host("usr/bin/alpha")).is_err(),
+        "M5: alpha is gone, as the package left it"
+    );
+    assert_eq!(
+        std::fs::read(r.host("usr/bin/beta")).unwrap(),
+        body("beta", 2)
+    );
+    apply(&sy, &links(false));
+}
+
+/// M5, R8: `dpkg --remove` (and `--purge`) of the package while swapped removes the
+/// backups (dpkg removes a diverted file at its diverted name). Rollback must finish.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn removing_the_package_while_swapped_then_rollback_finishes_m5_r8() {
+    assert_root("removing_the_package_while_swapped_then_rollback_finishes_m5_r8");
+    for purge in [false, true] {
+        let r = root_with_v1(false);
+        let sy = engine(&r);
+        let run = apply(&sy, &links(false));
+        r.remove(PKG, purge);
+        assert!(!r.host("usr/bin/.switchyard/alpha.1.bak").exists());
+        rollback_settles(&r, &sy, &run, &format!("after dpkg purge={purge}"));
+        for n in names(false) {
+            assert!(
+                std::fs::symlink_metadata(r.host(&format!("usr/bin/{n}"))).is_err(),
+                "purge={purge}: {n} is gone with its package"
+            );
+        }
+    }
+}

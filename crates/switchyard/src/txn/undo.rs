@@ -14,15 +14,19 @@
 //! - the target is no longer ours but a file with the package's current MD5: the
 //!   package replaced it since the run, so it stays as the package put it, and the
 //!   superseded backup goes;
+//! - the package no longer lists the path (an upgrade dropped it, or the package was
+//!   removed) and dpkg removed the original from our backup: our link goes too, and
+//!   the target ends absent, as the package left it;
 //! - anything else is the ordinary undo (which refuses a foreign node, R5).
 
-use crate::adapters::dpkg::{md5_of, DpkgDb};
+use crate::adapters::dpkg::{md5_of, DpkgDb, Owner};
 use crate::durability::DirSync;
 use crate::error::{Error, ErrorId, Result, TargetState};
 use crate::facts::{Emitter, Event, Fact, HashAlg, Stage, UndoFact};
 use crate::failpoints::{self as fp, hit};
 use crate::node::{Node, NodeKind};
 use crate::path::Root;
+use crate::plan::ActionKind;
 use crate::report::RestoreResult;
 use crate::state::ActionRecord;
 use std::collections::BTreeMap;
@@ -38,6 +42,10 @@ pub(crate) enum Judgement {
     UpdatedBackup(Node),
     /// The package replaced the target since the run: it stays; the backup goes.
     KeepPackaged,
+    /// The package no longer ships the path (an upgrade dropped it, or the package
+    /// was removed) and dpkg removed the original where it diverted it, our backup:
+    /// our link goes too, leaving the target absent as the package left it.
+    RemovedWithPackage,
     /// Something else replaced the target: the undo refuses to overwrite it (R5), and
     /// a rollback stays pending (R8).
     Refuse,
@@ -56,6 +64,8 @@ impl Judgement {
             (Judgement::UpdatedBackup(_), false) => RestoreResult::WouldRestorePackageUpdate,
             (Judgement::KeepPackaged, true) => RestoreResult::KeptPackaged,
             (Judgement::KeepPackaged, false) => RestoreResult::WouldKeepPackaged,
+            (Judgement::RemovedWithPackage, true) => RestoreResult::RemovedWithPackage,
+            (Judgement::RemovedWithPackage, false) => RestoreResult::WouldRemoveWithPackage,
             (Judgement::Refuse, true) => RestoreResult::Refused,
             (Judgement::Refuse, false) => RestoreResult::WouldRefuse,
             (Judgement::KeepReplaced, true) => RestoreResult::KeptReplaced,
@@ -64,15 +74,25 @@ impl Judgement {
     }
 }
 
-/// The MD5 the package database records now for action `a`'s target, when the run
-/// recorded its package and the database still lists the path.
-fn packaged_md5(db: Option<&DpkgDb>, a: &ActionRecord) -> Option<String> {
-    let p = a.package.as_ref()?;
-    db?.owners(&a.target)
-        .iter()
-        .find(|o| o.db_path == p.db_path)?
-        .md5
-        .clone()
+/// What the package database says now about the path action `a` recorded.
+enum Packaged<'a> {
+    /// The run recorded no package, or the root has no database.
+    Unknown,
+    /// The package still lists the path.
+    Listed(&'a Owner),
+    /// No installed package lists the path any more: its package dropped it in an
+    /// upgrade, or was removed or purged.
+    Dropped,
+}
+
+fn packaged<'a>(db: Option<&'a DpkgDb>, a: &ActionRecord) -> Packaged<'a> {
+    let (Some(p), Some(db)) = (a.package.as_ref(), db) else {
+        return Packaged::Unknown;
+    };
+    match db.owners(&a.target).iter().find(|o| o.db_path == p.db_path) {
+        Some(o) => Packaged::Listed(o),
+        None => Packaged::Dropped,
+    }
 }
 
 /// Looks at action `a` in `dir` (and its backup store) against the package database
@@ -111,20 +131,40 @@ pub(crate) fn judge(
             Judgement::KeepReplaced
         })
     };
-    let Some(md5) = packaged_md5(db, a) else {
+    let at_backup = match (store, a.backup.as_deref()) {
+        (Some(st), Some(b)) => Some((st, b, Node::observe(st, b, false)?)),
+        _ => None,
+    };
+    let owner = match packaged(db, a) {
+        Packaged::Unknown => return foreign_judgement(),
+        Packaged::Dropped => {
+            // dpkg removed the diverted file where it diverted it — our backup — and
+            // nothing of the original is left: the target goes as the package left it.
+            let gone = at_backup
+                .as_ref()
+                .is_none_or(|(_, _, n)| n.kind == NodeKind::Absent);
+            let linked = a.kind == ActionKind::Link && a.prior.kind != NodeKind::Absent;
+            return if linked && !foreign && gone && !kept(Some(&a.stage))? {
+                Ok(Judgement::RemovedWithPackage)
+            } else {
+                foreign_judgement()
+            };
+        }
+        Packaged::Listed(o) => o,
+    };
+    let Some(md5) = owner.md5.as_deref() else {
         return foreign_judgement();
     };
-    if foreign && md5_of(dir, t)?.as_deref() == Some(&md5) {
+    if foreign && md5_of(dir, t)?.as_deref() == Some(md5) {
         return Ok(Judgement::KeepPackaged);
     }
-    if let (Some(store), Some(b)) = (store, a.backup.as_deref()) {
-        let at = Node::observe(store, b, false)?;
+    if let Some((st, b, at)) = &at_backup {
         if at.kind == NodeKind::File
             && !at.same_inode(&a.prior)
-            && md5_of(store, b)?.as_deref() == Some(&md5)
+            && md5_of(st, b)?.as_deref() == Some(md5)
         {
             // Hashed only now: it becomes the sidecar of what goes back.
-            let at = Node::observe(store, b, true)?;
+            let at = Node::observe(st, b, true)?;
             return Ok(if foreign {
                 Judgement::Refuse
             } else {
@@ -265,6 +305,14 @@ pub(crate) fn undo_actions(
                                         ..a.clone()
                                     };
                                     crate::swap::undo(&dir, store.as_deref(), &updated, false, mech)
+                                }
+                                Judgement::RemovedWithPackage => {
+                                    // Undone as if the target had been absent: our link goes.
+                                    let removed = ActionRecord {
+                                        prior: Node::absent(),
+                                        ..a.clone()
+                                    };
+                                    crate::swap::undo(&dir, store.as_deref(), &removed, false, mech)
                                 }
                                 Judgement::KeepPackaged => keep_packaged(store.as_deref(), a)
                                     .map_err(|e| {
