@@ -690,3 +690,40 @@ fn removing_the_package_while_swapped_then_rollback_finishes_m5_r8() {
         }
     }
 }
+
+/// A package shipping `usr/bin/delta` as a symlink (to `delta.vN`, as packages ship
+/// `awk -> /etc/alternatives/awk` or `python3 -> python3.11`).
+fn pkg_with_symlink(v: u32) -> Deb {
+    Deb::builder("sy-links", &format!("{v}.0"))
+        .file(&format!("usr/bin/delta.v{v}"), &body("delta", v), 0o755)
+        .symlink("usr/bin/delta", &format!("delta.v{v}"))
+        .build()
+}
+
+/// M2, M5: a package-owned symlink target (dpkg records no MD5 for a symlink) that an
+/// upgrade rewrote through the diversion is restored as the package now ships it, and
+/// the rollback finishes.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn a_packaged_symlink_target_upgraded_while_swapped_rolls_back_m2_m5() {
+    assert_root("a_packaged_symlink_target_upgraded_while_swapped_rolls_back_m2_m5");
+    let r = root_with_v1(false);
+    r.install(&pkg_with_symlink(1));
+    let sy = engine(&r);
+    let input = PlanInput::default().link(sp("usr/bin/delta"), sp("usr/lib/alt/alpha"));
+    let run = apply(&sy, &input);
+    assert_eq!(ours(&r).len(), 1);
+    assert_verified(&r, "after apply");
+    r.install(&pkg_with_symlink(2));
+    assert_eq!(
+        std::fs::read_link(r.host("usr/bin/.switchyard/delta.1.bak")).unwrap(),
+        Path::new("delta.v2"),
+        "dpkg wrote version 2's link into the backup"
+    );
+    rollback_settles(&r, &sy, &run, "after the symlink's upgrade");
+    assert_eq!(
+        std::fs::read_link(r.host("usr/bin/delta")).unwrap(),
+        Path::new("delta.v2"),
+        "M5: the package's current link, never version 1's"
+    );
+}

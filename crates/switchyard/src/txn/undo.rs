@@ -17,6 +17,9 @@
 //! - the package no longer lists the path (an upgrade dropped it, or the package was
 //!   removed) and dpkg removed the original from our backup: our link goes too, and
 //!   the target ends absent, as the package left it;
+//! - a package-owned symlink (dpkg records no MD5 for one) that dpkg rewrote at the
+//!   backup name is what goes back when it is the same link or the package's version
+//!   changed since the run;
 //! - anything else is the ordinary undo (which refuses a foreign node, R5).
 
 use crate::adapters::dpkg::{md5_of, DpkgDb, Owner};
@@ -153,6 +156,26 @@ pub(crate) fn judge(
         Packaged::Listed(o) => o,
     };
     let Some(md5) = owner.md5.as_deref() else {
+        // dpkg records no MD5 for a symlink: a symlink dpkg wrote at the backup name
+        // is the package's when it is the same link, or the package was upgraded.
+        if let Some((st, b, at)) = &at_backup {
+            let upgraded = a
+                .package
+                .as_ref()
+                .is_some_and(|p| p.version != owner.version);
+            if at.kind == NodeKind::Symlink
+                && a.prior.kind == NodeKind::Symlink
+                && !at.same_inode(&a.prior)
+                && (upgraded || at.link_dest == a.prior.link_dest)
+            {
+                let at = Node::observe(st, b, true)?;
+                return Ok(if foreign {
+                    Judgement::Refuse
+                } else {
+                    Judgement::UpdatedBackup(at)
+                });
+            }
+        }
         return foreign_judgement();
     };
     if foreign && md5_of(dir, t)?.as_deref() == Some(md5) {
