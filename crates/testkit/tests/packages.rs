@@ -727,3 +727,40 @@ fn a_packaged_symlink_target_upgraded_while_swapped_rolls_back_m2_m5() {
         "M5: the package's current link, never version 1's"
     );
 }
+
+/// M2: rolling back a `[[restore]]` of a package-owned target after the package
+/// replaced the restored file (no diversion any more, so dpkg wrote the target) keeps
+/// the package's file — and must not register a diversion to a backup that no longer
+/// exists: dpkg would then put the next upgrade into the store, leaving the target
+/// stale (and `dpkg --verify` reports the path missing meanwhile).
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn rolling_back_a_restore_the_package_replaced_diverts_nothing_m2_m5() {
+    assert_root("rolling_back_a_restore_the_package_replaced_diverts_nothing_m2_m5");
+    let r = root_with_v1(false);
+    let sy = engine(&r);
+    let first = apply(&sy, &links(false));
+    let restore = apply(&sy, &PlanInput::default().restore(sp("usr/bin/alpha")));
+    r.install(&pkg(2, false));
+    assert_eq!(
+        std::fs::read(r.host("usr/bin/alpha")).unwrap(),
+        body("alpha", 2)
+    );
+    let back = sy
+        .rollback(RunSelector::Id(restore.run_id), ApplyMode::Commit)
+        .unwrap();
+    assert_eq!(back.actions[0].result, RestoreResult::KeptPackaged);
+    assert_eq!(
+        ours(&r),
+        ["diversion of /usr/bin/beta to /usr/bin/.switchyard/beta.1.bak by switchyard"],
+        "M2: only beta (still swapped) is diverted"
+    );
+    assert_verified(&r, "after rolling back the restore");
+    r.install(&pkg(3, false));
+    assert_eq!(
+        std::fs::read(r.host("usr/bin/alpha")).unwrap(),
+        body("alpha", 3),
+        "the next upgrade reaches alpha"
+    );
+    rollback_settles(&r, &sy, &first, "after the next upgrade");
+}

@@ -667,7 +667,9 @@ impl Switchyard {
             &|_, _| {},
         )
         // Every diversion was written before the first swap: all go (M2).
-        .and_then(|u| crate::txn::undo::undivert(packages, &record.actions).map(|()| u));
+        .and_then(|u| {
+            crate::txn::undo::undivert(&self.root, packages, &record.actions).map(|()| u)
+        });
         let e = match undo {
             Ok(_) => e,
             Err(u) => {

@@ -111,7 +111,7 @@ impl Switchyard {
                     Some((&mut em, Stage::Recovery)),
                     &|_, _| {},
                 )
-                .and_then(|u| undivert(db.as_ref(), &j.actions).map(|()| u))
+                .and_then(|u| undivert(&self.root, db.as_ref(), &j.actions).map(|()| u))
                 {
                     Ok(u) => changed = u.changed,
                     Err(e) => {

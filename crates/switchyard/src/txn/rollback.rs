@@ -189,7 +189,7 @@ impl Switchyard {
                     &|d, t| self.progress("rollback", d, t),
                 )
             })
-            .and_then(|u| undivert(db.as_ref(), &actions).map(|()| u));
+            .and_then(|u| undivert(&self.root, db.as_ref(), &actions).map(|()| u));
         match undone {
             Ok(undone) => {
                 let changed = undone.changed;

@@ -231,20 +231,45 @@ pub(crate) struct Undone {
 }
 
 /// After a successful undo: reverses the diversions of `actions` (M2). Does nothing
-/// without a package database.
+/// without a package database. A restore's diversion is registered again only when
+/// its backup is back in the store: when the package replaced the restored file since
+/// (kept as packaged), there is nothing to divert to, and a diversion to a missing
+/// backup would send the next upgrade into the store instead of the target.
 ///
 /// # Errors
 ///
-/// The diversions file cannot be rewritten (the caller's journal stays, so recovery
-/// does it again).
-pub(crate) fn undivert(db: Option<&DpkgDb>, actions: &[ActionRecord]) -> Result<()> {
+/// The diversions file cannot be rewritten, or a store cannot be read (the caller's
+/// journal stays, so recovery does it again).
+pub(crate) fn undivert(root: &Root, db: Option<&DpkgDb>, actions: &[ActionRecord]) -> Result<()> {
     let Some(db) = db else {
         return Ok(());
     };
     hit(fp::UNDO_BEFORE_UNDIVERT)
         .map_err(|e| Error::io(ErrorId::RestoreFailed, "before removing diversions", e))?;
-    let undone: Vec<&ActionRecord> = actions.iter().filter(|a| !a.noop).collect();
+    let mut undone: Vec<&ActionRecord> = Vec::new();
+    for a in actions.iter().filter(|a| !a.noop) {
+        if a.kind == ActionKind::Restore && a.package.is_some() && !backup_is_back(root, a)? {
+            continue;
+        }
+        undone.push(a);
+    }
     crate::txn::package::settle(db, &undone, false)
+}
+
+/// Whether the backup restore action `a` put back (its stage) is in the store again.
+fn backup_is_back(root: &Root, a: &ActionRecord) -> Result<bool> {
+    let err = |e| {
+        Error::io(
+            ErrorId::RestoreFailed,
+            format!("{}: inspecting the backup store", a.target),
+            e,
+        )
+    };
+    let dir = root.open_parent(&a.target).map_err(err)?;
+    Ok(match crate::store::open(&dir, false).map_err(err)? {
+        Some(st) => crate::node::lstat(&st, &a.stage).map_err(err)?.is_some(),
+        None => false,
+    })
 }
 
 /// Undoes `actions` in reverse, continuing past failures, then fsyncs the touched
