@@ -311,6 +311,13 @@ impl Switchyard {
                     .and_then(|o| db.diversion_of(&o.db_path))
                     .filter(|d| !d.is_ours())
                     .map(|d| (d.holder.clone(), d.to.clone()));
+                i.own_diversion = i
+                    .owner
+                    .as_ref()
+                    .and_then(|o| db.diversion_of(&o.db_path))
+                    .filter(|d| d.is_ours())
+                    .filter(|d| diverted_to_kept(i, &d.to) && !holds_packaged_file(i))
+                    .map(|d| d.to.clone());
             }
             cx.package_db = true;
             cx.unsettled = db.unsettled().to_vec();
@@ -383,4 +390,37 @@ pub(crate) fn preflight_error(report: &PreflightReport) -> Option<Error> {
     report.error().map(|e| {
         e.with_remediation("run `switchyard preflight` to see every stopped row and its reason")
     })
+}
+
+/// Whether `to` (a diversion's diverted-to path) names an entry present in the backup
+/// store beside inspection `i`'s target (M2).
+fn diverted_to_kept(i: &preflight::Inspection, to: &str) -> bool {
+    let prefix = crate::txn::package::store_path(&i.action.target, "");
+    let Some(name) = to.strip_prefix(&prefix) else {
+        return false;
+    };
+    let Some(dir) = i.dir.as_deref() else {
+        return false;
+    };
+    matches!(
+        crate::store::open(dir, false),
+        Ok(Some(st)) if crate::node::lstat(&st, name).ok().flatten().is_some()
+    )
+}
+
+/// Whether inspection `i`'s target is a regular file with its package's MD5: a target
+/// the package put back (M4), whose new backup becomes the diverted one.
+fn holds_packaged_file(i: &preflight::Inspection) -> bool {
+    let (Some(dir), Some(md5)) = (
+        i.dir.as_deref(),
+        i.owner.as_ref().and_then(|o| o.md5.as_deref()),
+    ) else {
+        return false;
+    };
+    i.current.kind == crate::node::NodeKind::File
+        && crate::adapters::dpkg::md5_of(dir, i.action.target.file_name())
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some(md5)
 }

@@ -764,3 +764,41 @@ fn rolling_back_a_restore_the_package_replaced_diverts_nothing_m2_m5() {
     );
     rollback_settles(&r, &sy, &first, "after the next upgrade");
 }
+
+/// M2: linking an already swapped package-owned target to another source keeps dpkg's
+/// diversion on the backup that holds the package's file (not on the new backup,
+/// which holds our own older link); rolling back the second run leaves the first
+/// run's diversion in place, and an upgrade still lands in the package's backup.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn relinking_a_swapped_target_keeps_the_diversion_on_the_packaged_file_m2() {
+    assert_root("relinking_a_swapped_target_keeps_the_diversion_on_the_packaged_file_m2");
+    let r = root_with_v1(false);
+    let sy = engine(&r);
+    let first = apply(&sy, &links(false));
+    let second = apply(
+        &sy,
+        &PlanInput::default().link(sp("usr/bin/alpha"), sp("usr/lib/alt/gamma")),
+    );
+    let want = [
+        "diversion of /usr/bin/alpha to /usr/bin/.switchyard/alpha.1.bak by switchyard",
+        "diversion of /usr/bin/beta to /usr/bin/.switchyard/beta.1.bak by switchyard",
+    ];
+    assert_eq!(ours(&r), want, "M2: after the second apply");
+    assert_verified(&r, "after the second apply");
+    sy.rollback(RunSelector::Id(second.run_id), ApplyMode::Commit)
+        .unwrap();
+    assert_eq!(ours(&r), want, "M2: the first run is still in effect");
+    assert_verified(&r, "after rolling back the second run");
+    r.install(&pkg(2, false));
+    assert_eq!(
+        std::fs::read_link(r.host("usr/bin/alpha")).unwrap(),
+        Path::new("../lib/alt/alpha"),
+        "the first run's link survives the upgrade"
+    );
+    rollback_settles(&r, &sy, &first, "after the upgrade");
+    assert_eq!(
+        std::fs::read(r.host("usr/bin/alpha")).unwrap(),
+        body("alpha", 2)
+    );
+}

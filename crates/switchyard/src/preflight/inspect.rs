@@ -197,6 +197,7 @@ fn inspect_one(
         immovable: Vec::new(),
         owner: None,
         foreign_diversion: None,
+        own_diversion: None,
         mounted: false,
         resolved: None,
         source_through: None,

@@ -169,6 +169,9 @@ pub struct Inspection {
     /// Another holder's diversion of the target's database path (M2): `(holder,
     /// diverted-to)`, the holder `None` for a local diversion.
     pub(crate) foreign_diversion: Option<(Option<String>, String)>,
+    /// Switchyard's own diversion of the target's database path, by a live run, whose
+    /// diverted-to backup is in the store: its diverted-to path (M2).
+    pub(crate) own_diversion: Option<String>,
 }
 
 impl Inspection {
@@ -210,13 +213,20 @@ impl Inspection {
             package: o.package.clone(),
             version: o.version.clone(),
             db_path: o.db_path.clone(),
-            // A link diverts to its new backup; a restore undoes the diversion of the
-            // backup it puts back (its stage).
+            // A link diverts to its new backup, unless the path is already diverted to
+            // a backup that holds the package's file (the target is swapped already:
+            // that diversion stays); a restore undoes the diversion of the backup it
+            // puts back (its stage), when it is that backup that is diverted to.
             diverted_to: match self.action.kind {
-                ActionKind::Link => backup.as_deref(),
-                ActionKind::Restore => Some(stage.as_str()),
-            }
-            .map(|b| crate::txn::package::store_path(&self.action.target, b)),
+                ActionKind::Link if self.own_diversion.is_some() => None,
+                ActionKind::Link => backup
+                    .as_deref()
+                    .map(|b| crate::txn::package::store_path(&self.action.target, b)),
+                ActionKind::Restore => {
+                    let to = crate::txn::package::store_path(&self.action.target, &stage);
+                    (self.own_diversion.as_deref() == Some(to.as_str())).then_some(to)
+                }
+            },
         });
         ActionRecord {
             action_id: self.action.action_id,

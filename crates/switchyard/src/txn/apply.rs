@@ -541,7 +541,12 @@ impl Switchyard {
         let candidates: Vec<&ActionRecord> = record
             .actions
             .iter()
-            .filter(|a| !a.noop && a.kind == ActionKind::Link && a.package.is_some())
+            // Only a backup this run diverted to is the package's file from now on.
+            .filter(|a| {
+                !a.noop
+                    && a.kind == ActionKind::Link
+                    && a.package.as_ref().is_some_and(|p| p.diverted_to.is_some())
+            })
             .filter(|a| a.backup.as_deref().is_some_and(|b| !b.ends_with(".1.bak")))
             .collect();
         if candidates.is_empty() {
