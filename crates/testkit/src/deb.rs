@@ -399,6 +399,15 @@ impl DpkgRoot {
         )
     }
 
+    /// `dpkg --root R --install DEB` as it ends (to see dpkg fail, e.g. on a missing
+    /// directory); panics only when dpkg cannot be started.
+    pub fn try_install(&self, deb: &Deb) -> CmdOut {
+        run(
+            "dpkg",
+            &["--root", &self.root_arg(), "--install", s(deb.path())],
+        )
+    }
+
     /// `dpkg --root R --remove PKG` (`--purge` when `purge`); panics with dpkg's
     /// stderr if it fails.
     pub fn remove(&self, pkg: &str, purge: bool) -> CmdOut {

@@ -802,3 +802,95 @@ fn relinking_a_swapped_target_keeps_the_diversion_on_the_packaged_file_m2() {
         body("alpha", 2)
     );
 }
+
+/// A3, M2, M5: the package manager runs between a crash and the recovery (unattended
+/// upgrades on the next boot, before anyone runs Switchyard). After the upgrade and
+/// then `recover`, in every crash window, the tree is either pre-plan as the upgrade
+/// left it (version 2 at every target, no diversion of ours) or fully applied (our
+/// links, version 2 in every backup, every diversion), and dpkg agrees.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn an_upgrade_between_a_crash_and_recovery_is_settled_a3_m2_m5() {
+    assert_root("an_upgrade_between_a_crash_and_recovery_is_settled_a3_m2_m5");
+    let cases = [
+        ("apply", fp::APPLY_AFTER_JOURNAL),
+        ("apply", fp::APPLY_AFTER_DIVERT),
+        ("apply", fp::APPLY_AFTER_STAGE),
+        ("apply", fp::APPLY_AFTER_SWAP),
+        ("apply", fp::APPLY_AFTER_BACKUP),
+        ("apply", fp::APPLY_BEFORE_SYNC),
+        ("apply", fp::APPLY_BEFORE_COMMIT),
+        ("apply", fp::APPLY_AFTER_COMMIT),
+        ("rollback", fp::ROLLBACK_AFTER_JOURNAL),
+        ("rollback", fp::UNDO_AFTER_SWAP),
+        ("rollback", fp::UNDO_AFTER_DISPOSE),
+        ("rollback", fp::UNDO_BEFORE_UNDIVERT),
+        ("rollback", fp::ROLLBACK_BEFORE_COMMIT),
+    ];
+    let linked: Vec<(String, String)> = names(false)
+        .iter()
+        .map(|n| (format!("usr/bin/{n}"), format!("usr/lib/alt/{n}")))
+        .collect();
+    let v2 = pkg(2, false);
+    let mut failures = Vec::new();
+    for (op, point) in cases {
+        let r = root_with_v1(false);
+        let sy = engine(&r);
+        let run = (op == "rollback").then(|| apply(&sy, &links(false)).run_id);
+        let end = run_child(
+            CHILD.as_ref(),
+            &Scenario {
+                root: r.path().to_path_buf(),
+                op: op.into(),
+                failpoint: point.into(),
+                mode: "kill".into(),
+                nth: 1,
+                run: run.map(|r| r.to_string()),
+                links: linked.clone(),
+                fallback: false,
+            },
+        );
+        assert_eq!(end, ChildEnd::Killed, "{op} at {point}: never reached");
+        let up = r.try_install(&v2);
+        if !up.status.success() {
+            failures.push(format!(
+                "{op} at {point}: dpkg failed: {}",
+                up.stderr.trim()
+            ));
+            continue;
+        }
+        if let Err(e) = sy.recover(ApplyMode::Commit) {
+            failures.push(format!("{op} at {point}: recover: {e}"));
+            continue;
+        }
+        let v = r.verify();
+        if !v.stdout.trim().is_empty() {
+            failures.push(format!(
+                "{op} at {point}: dpkg --verify: {}",
+                v.stdout.trim()
+            ));
+        }
+        let pre = names(false)
+            .iter()
+            .all(|n| std::fs::read(r.host(&format!("usr/bin/{n}"))).ok() == Some(body(n, 2)))
+            && ours(&r).is_empty()
+            && !r.host("usr/bin/.switchyard").exists();
+        let applied = names(false).iter().all(|n| {
+            std::fs::read_link(r.host(&format!("usr/bin/{n}"))).ok()
+                == Some(format!("../lib/alt/{n}").into())
+                && std::fs::read(r.host(&format!("usr/bin/.switchyard/{n}.1.bak"))).ok()
+                    == Some(body(n, 2))
+        }) && ours(&r).len() == 2;
+        if !(pre || applied) {
+            failures.push(format!(
+                "{op} at {point}: neither pre-plan nor applied: {:?}, diversions {:?}",
+                Tree::capture(&r.host("usr/bin"), &[])
+                    .0
+                    .keys()
+                    .collect::<Vec<_>>(),
+                ours(&r)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -372,13 +372,24 @@ impl Switchyard {
                 let e = Error::io(ErrorId::Generic, "journal written", e);
                 return Err(self.abort(state, em, record, packages.as_ref(), 0, e));
             }
-            // M2: the diversions, journaled above, before any swap.
+            // M2: the diversions, journaled above, before any swap; the stores they
+            // point into first, so dpkg can unpack into them whatever happens next.
             if let Some(db) = &packages {
                 let owned: Vec<&ActionRecord> = record.actions.iter().filter(|a| !a.noop).collect();
-                let diverted = package::settle(db, &owned, true).and_then(|()| {
-                    hit(fp::APPLY_AFTER_DIVERT)
-                        .map_err(|e| Error::io(ErrorId::Generic, "diversions written", e))
+                let stored = record.actions.iter().zip(&dirs).try_for_each(|(a, dir)| {
+                    match (a.package.as_ref().and_then(|p| p.diverted_to.as_ref()), dir) {
+                        (Some(_), Some(dir)) if !a.noop && a.kind == ActionKind::Link => {
+                            stores.get(a.target.parent(), dir, true).map(|_| ())
+                        }
+                        _ => Ok(()),
+                    }
                 });
+                let diverted = stored
+                    .and_then(|()| package::settle(db, &owned, true))
+                    .and_then(|()| {
+                        hit(fp::APPLY_AFTER_DIVERT)
+                            .map_err(|e| Error::io(ErrorId::Generic, "diversions written", e))
+                    });
                 if let Err(e) = diverted {
                     return Err(self.abort(state, em, record, packages.as_ref(), 0, e));
                 }
@@ -666,15 +677,13 @@ impl Switchyard {
             &self.root,
             self.mechanics,
             &record.actions[..upto],
+            // Every diversion was written before the first swap: all go (M2).
+            &record.actions,
             false,
             packages,
             Some((&mut *em, Stage::Rollback)),
             &|_, _| {},
-        )
-        // Every diversion was written before the first swap: all go (M2).
-        .and_then(|u| {
-            crate::txn::undo::undivert(&self.root, packages, &record.actions).map(|()| u)
-        });
+        );
         let e = match undo {
             Ok(_) => e,
             Err(u) => {

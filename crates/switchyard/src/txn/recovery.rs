@@ -28,7 +28,7 @@ use crate::policy::RunPolicy;
 use crate::report::{Outcome, RecoveryReport, SettledRun};
 use crate::state::{RunKind, RunRecord, RunStatus, StateDir, RECORD_FORMAT};
 use crate::txn::package;
-use crate::txn::undo::{undivert, undo_actions};
+use crate::txn::undo::undo_actions;
 
 impl Switchyard {
     /// Settles interrupted runs. A dry-run only reports what it would do.
@@ -106,13 +106,12 @@ impl Switchyard {
                     &self.root,
                     self.mechanics,
                     &j.actions,
+                    &j.actions,
                     verify,
                     db.as_ref(),
                     Some((&mut em, Stage::Recovery)),
                     &|_, _| {},
-                )
-                .and_then(|u| undivert(&self.root, db.as_ref(), &j.actions).map(|()| u))
-                {
+                ) {
                     Ok(u) => changed = u.changed,
                     Err(e) => {
                         let message = format!(

@@ -25,7 +25,7 @@ use crate::policy::RunPolicy;
 use crate::report::{RestoredTarget, RollbackReport, RunSelector};
 use crate::state::{ActionRecord, RunKind, RunRecord, RunStatus, RECORD_FORMAT};
 use crate::txn::package;
-use crate::txn::undo::{judge, undivert, Judgement};
+use crate::txn::undo::{judge, Judgement};
 use crate::txn::undo::{undo_actions, undo_fact};
 use uuid::Uuid;
 
@@ -183,13 +183,13 @@ impl Switchyard {
                     &self.root,
                     self.mechanics,
                     &actions,
+                    &actions,
                     verify,
                     db.as_ref(),
                     Some((&mut em, Stage::Rollback)),
                     &|d, t| self.progress("rollback", d, t),
                 )
-            })
-            .and_then(|u| undivert(&self.root, db.as_ref(), &actions).map(|()| u));
+            });
         match undone {
             Ok(undone) => {
                 let changed = undone.changed;

@@ -198,6 +198,62 @@ pub(crate) fn judge(
     foreign_judgement()
 }
 
+/// Before an [`Judgement::UpdatedBackup`] of an action whose target still holds the
+/// original (a crash before its swap, or after its undo, and dpkg ran since: it wrote
+/// the upgrade at the diverted name, the backup): the update replaces the stale
+/// original at the target, in one rename, as dpkg would have replaced it. Returns
+/// whether it moved anything.
+fn update_unswapped(dir: &OwnedFd, store: Option<&OwnedFd>, a: &ActionRecord) -> Result<bool> {
+    let (Some(store), Some(b)) = (store, a.backup.as_deref()) else {
+        return Ok(false);
+    };
+    let t = a.target.file_name();
+    let err = |what: &str, e: std::io::Error| {
+        Error::io(ErrorId::RestoreFailed, format!("{}: {what}", a.target), e)
+    };
+    if !Node::observe(dir, t, false)
+        .map_err(|e| err("inspecting", e))?
+        .same_inode(&a.prior)
+    {
+        return Ok(false);
+    }
+    rustix::fs::renameat(store, b, dir, t).map_err(|e| {
+        err(
+            "moving the package's update over the stale original",
+            e.into(),
+        )
+    })?;
+    hit(fp::UNDO_AFTER_SWAP).map_err(|e| err("swapped back", e))?;
+    Ok(true)
+}
+
+/// After a [`Judgement::UpdatedBackup`]: the original a crash left at a link action's
+/// stage name (swapped out, not yet moved to the backup name, where dpkg then wrote
+/// its update) is superseded by the update now at the target, and goes. Returns
+/// whether it removed anything.
+fn drop_superseded_stage(store: Option<&OwnedFd>, a: &ActionRecord) -> Result<bool> {
+    let Some(store) = store else {
+        return Ok(false);
+    };
+    let err = |e: std::io::Error| {
+        Error::io(
+            ErrorId::RestoreFailed,
+            format!("{}: removing the superseded original", a.target),
+            e,
+        )
+    };
+    if a.kind != ActionKind::Link
+        || !Node::observe(store, &a.stage, false)
+            .map_err(err)?
+            .same_inode(&a.prior)
+    {
+        return Ok(false);
+    }
+    rustix::fs::unlinkat(store, &a.stage, rustix::fs::AtFlags::empty())
+        .map_err(|e| err(e.into()))?;
+    Ok(true)
+}
+
 /// Carries out a [`Judgement::KeepPackaged`]: the target stays; what is left of the
 /// action in the store (the superseded backup, a stage) goes. Returns whether anything
 /// changed.
@@ -272,15 +328,20 @@ fn backup_is_back(root: &Root, a: &ActionRecord) -> Result<bool> {
     })
 }
 
-/// Undoes `actions` in reverse, continuing past failures, then fsyncs the touched
-/// directories. Emits a fact per action through `em` when given (`stage`). With the
+/// Undoes `actions` in reverse, continuing past failures; once every step succeeded,
+/// reverses the diversions of `divert` ([`undivert`], M2); then removes the stores
+/// left empty and fsyncs the touched directories. A store is not removed while a
+/// diversion into it may remain (a step or the undivert failed): dpkg would fail to
+/// unpack into it. Emits a fact per action through `em` when given (`stage`). With the
 /// package database, package-owned actions are judged first (M5, module docs).
 /// Returns what changed and each target's result, or an error listing every target's
 /// state (R5).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn undo_actions(
     root: &Root,
     mech: crate::swap::Mechanics,
     actions: &[ActionRecord],
+    divert: &[ActionRecord],
     verify: bool,
     db: Option<&DpkgDb>,
     mut em: Option<(&mut Emitter, Stage)>,
@@ -297,86 +358,96 @@ pub(crate) fn undo_actions(
     for (done, a) in actions.iter().rev().filter(|a| !a.noop).enumerate() {
         on_step(done + 1, total);
         let mut refusing = false;
-        let r =
-            root.open_parent(&a.target)
-                .map_err(|e| {
+        let r = root
+            .open_parent(&a.target)
+            .map_err(|e| {
+                Error::io(
+                    ErrorId::RestoreFailed,
+                    format!("{}: opening directory", a.target),
+                    e,
+                )
+            })
+            .and_then(|dir| {
+                // Shared with `sync` and `emptied`: one descriptor per directory.
+                let dir = Arc::new(dir);
+                let store_err = |e| {
                     Error::io(
                         ErrorId::RestoreFailed,
-                        format!("{}: opening directory", a.target),
+                        format!("{}: opening the backup store", a.target),
                         e,
                     )
-                })
-                .and_then(|dir| {
-                    // Shared with `sync` and `emptied`: one descriptor per directory.
-                    let dir = Arc::new(dir);
-                    let store_err = |e| {
-                        Error::io(
-                            ErrorId::RestoreFailed,
-                            format!("{}: opening the backup store", a.target),
-                            e,
-                        )
-                    };
-                    // A `.switchyard` someone else made (planted after the journal, before
-                    // the first swap here) holds nothing of ours: the action is undone as
-                    // if there were no store, which succeeds exactly when the target needs
-                    // nothing from it (S8, A3); otherwise the refusal is the error.
-                    let (store, refusal) = match crate::store::open(&dir, false) {
-                        Ok(st) => (st.map(Arc::new), None),
-                        Err(e) if crate::store::is_refusal(&e) => (None, Some(e)),
-                        Err(e) => return Err(store_err(e)),
-                    };
-                    let parent = a.target.parent();
-                    sync.touch(parent, &dir);
-                    if let Some(st) = &store {
-                        sync.touch(&format!("{parent}/{}", crate::store::STORE_DIR), st);
-                    }
-                    let judged = judge(&dir, store.as_deref(), a, db).map_err(|e| {
-                        Error::io(
-                            ErrorId::RestoreFailed,
-                            format!("{}: comparing with the package database", a.target),
-                            e,
-                        )
-                    });
-                    let r = judged
-                        .and_then(|j| {
-                            let result = j.result(true);
-                            refusing = matches!(j, Judgement::Refuse);
-                            match j {
-                                Judgement::Undo | Judgement::Refuse | Judgement::KeepReplaced => {
-                                    crate::swap::undo(&dir, store.as_deref(), a, verify, mech)
-                                }
-                                Judgement::UpdatedBackup(node) => {
-                                    // The package's file replaces the original in the sidecar:
-                                    // its MD5 was checked against the database (M5).
-                                    let updated = ActionRecord {
-                                        prior: node,
-                                        ..a.clone()
-                                    };
-                                    crate::swap::undo(&dir, store.as_deref(), &updated, false, mech)
-                                }
-                                Judgement::RemovedWithPackage => {
-                                    // Undone as if the target had been absent: our link goes.
-                                    let removed = ActionRecord {
-                                        prior: Node::absent(),
-                                        ..a.clone()
-                                    };
-                                    crate::swap::undo(&dir, store.as_deref(), &removed, false, mech)
-                                }
-                                Judgement::KeepPackaged => keep_packaged(store.as_deref(), a)
-                                    .map_err(|e| {
-                                        Error::io(
-                                            ErrorId::RestoreFailed,
-                                            format!("{}: removing the superseded backup", a.target),
-                                            e,
-                                        )
-                                    }),
-                            }
-                            .map(|c| (c, result))
-                        })
-                        .map_err(|e| refusal.map_or(e, store_err));
-                    emptied.entry(parent.to_owned()).or_insert(dir);
-                    r
+                };
+                // A `.switchyard` someone else made (planted after the journal, before
+                // the first swap here) holds nothing of ours: the action is undone as
+                // if there were no store, which succeeds exactly when the target needs
+                // nothing from it (S8, A3); otherwise the refusal is the error.
+                let (store, refusal) = match crate::store::open(&dir, false) {
+                    Ok(st) => (st.map(Arc::new), None),
+                    Err(e) if crate::store::is_refusal(&e) => (None, Some(e)),
+                    Err(e) => return Err(store_err(e)),
+                };
+                let parent = a.target.parent();
+                sync.touch(parent, &dir);
+                if let Some(st) = &store {
+                    sync.touch(&format!("{parent}/{}", crate::store::STORE_DIR), st);
+                }
+                let judged = judge(&dir, store.as_deref(), a, db).map_err(|e| {
+                    Error::io(
+                        ErrorId::RestoreFailed,
+                        format!("{}: comparing with the package database", a.target),
+                        e,
+                    )
                 });
+                let r = judged
+                    .and_then(|j| {
+                        let result = j.result(true);
+                        refusing = matches!(j, Judgement::Refuse);
+                        match j {
+                            Judgement::Undo | Judgement::Refuse | Judgement::KeepReplaced => {
+                                crate::swap::undo(&dir, store.as_deref(), a, verify, mech)
+                            }
+                            Judgement::UpdatedBackup(node) => {
+                                // The package's file replaces the original in the sidecar:
+                                // its MD5 was checked against the database (M5).
+                                let updated = ActionRecord {
+                                    prior: node,
+                                    ..a.clone()
+                                };
+                                update_unswapped(&dir, store.as_deref(), a).and_then(|moved| {
+                                    let c = crate::swap::undo(
+                                        &dir,
+                                        store.as_deref(),
+                                        &updated,
+                                        false,
+                                        mech,
+                                    )?;
+                                    Ok(drop_superseded_stage(store.as_deref(), a)? || c || moved)
+                                })
+                            }
+                            Judgement::RemovedWithPackage => {
+                                // Undone as if the target had been absent: our link goes.
+                                let removed = ActionRecord {
+                                    prior: Node::absent(),
+                                    ..a.clone()
+                                };
+                                crate::swap::undo(&dir, store.as_deref(), &removed, false, mech)
+                            }
+                            Judgement::KeepPackaged => {
+                                keep_packaged(store.as_deref(), a).map_err(|e| {
+                                    Error::io(
+                                        ErrorId::RestoreFailed,
+                                        format!("{}: removing the superseded backup", a.target),
+                                        e,
+                                    )
+                                })
+                            }
+                        }
+                        .map(|c| (c, result))
+                    })
+                    .map_err(|e| refusal.map_or(e, store_err));
+                emptied.entry(parent.to_owned()).or_insert(dir);
+                r
+            });
         // R5, R8: a refused target is reported as refused, as the dry-run predicted.
         let failed_as = refusing.then_some(RestoreResult::Refused);
         let (state, remediation) = match &r {
@@ -408,6 +479,43 @@ pub(crate) fn undo_actions(
             }
             Err(e) => failures.push(e),
         }
+    }
+    // M2: the diversions go once the swaps are back, and before the stores they point
+    // into (apply creates those stores before it diverts).
+    let diverts = db.is_some()
+        && divert
+            .iter()
+            .any(|a| !a.noop && a.package.as_ref().is_some_and(|p| p.diverted_to.is_some()));
+    let undiverted = !diverts
+        || (failures.is_empty()
+            && undivert(root, db, divert)
+                .map_err(|e| failures.push(e))
+                .is_ok());
+    if undiverted && diverts {
+        // The stores apply created before diverting, for actions it never swapped.
+        let pre_created = divert
+            .iter()
+            .filter(|a| !a.noop && a.package.as_ref().is_some_and(|p| p.diverted_to.is_some()));
+        for a in pre_created {
+            let parent = a.target.parent();
+            if emptied.contains_key(parent) {
+                continue;
+            }
+            match root.open_parent(&a.target) {
+                Ok(dir) => {
+                    let dir = Arc::new(dir);
+                    sync.touch(parent, &dir);
+                    emptied.insert(parent.to_owned(), dir);
+                }
+                Err(e) => failures.push(Error::io(
+                    ErrorId::RestoreFailed,
+                    format!("{}: opening directory", a.target),
+                    e,
+                )),
+            }
+        }
+    } else if !undiverted {
+        emptied.clear();
     }
     // A store goes with its last entry, before the directories are synced (R6).
     for (parent, dir) in &emptied {
