@@ -894,3 +894,82 @@ fn an_upgrade_between_a_crash_and_recovery_is_settled_a3_m2_m5() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// M3: dpkg left the package half-installed (killed mid-upgrade) or half-configured:
+/// a rollback that would move its files and rewrite the diversions refuses, as apply
+/// does, naming the remedy, with nothing changed.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn a_rollback_refuses_while_dpkg_is_unsettled_m3() {
+    assert_root("a_rollback_refuses_while_dpkg_is_unsettled_m3");
+    for state in ["half-installed", "half-configured"] {
+        let r = root_with_v1(false);
+        let sy = engine(&r);
+        let run = apply(&sy, &links(false));
+        r.set_state(PKG, state);
+        let before = tree(&r);
+        let diversions = ours(&r);
+        let e = sy
+            .rollback(RunSelector::Id(run.run_id), ApplyMode::Commit)
+            .expect_err("M3: a rollback while dpkg is unsettled");
+        assert!(e.message().contains(state), "{state}: {e}");
+        assert_eq!(tree(&r), before, "{state}: nothing changed");
+        assert_eq!(ours(&r), diversions);
+    }
+}
+
+/// M2, M5, O7: another package takes a swapped file over (`Replaces:`): dpkg unpacks
+/// it through our diversion into the backup; status names the new owner, and rollback
+/// restores the new owner's file, MD5 checked.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn a_package_taking_a_swapped_file_over_m2_m5() {
+    assert_root("a_package_taking_a_swapped_file_over_m2_m5");
+    let r = root_with_v1(false);
+    let sy = engine(&r);
+    let run = apply(&sy, &links(false));
+    let taker = Deb::builder("sy-taker", "1.0")
+        .control("Replaces", PKG)
+        .file("usr/bin/alpha", &body("taker", 1), 0o755)
+        .build();
+    r.install(&taker);
+    assert_eq!(
+        std::fs::read_link(r.host("usr/bin/alpha")).unwrap(),
+        Path::new("../lib/alt/alpha")
+    );
+    assert_verified(&r, "after the takeover");
+    let st = sy.status().unwrap();
+    let alpha = st
+        .targets
+        .iter()
+        .find(|t| t.path == "usr/bin/alpha")
+        .unwrap();
+    assert_eq!(alpha.package.as_deref(), Some("sy-taker"));
+    assert_eq!(alpha.backup_current, Some(true), "M4");
+    let got = rollback_settles(&r, &sy, &run, "after the takeover");
+    assert!(got.contains(&("usr/bin/alpha".into(), RestoreResult::RestoredPackageUpdate)));
+    assert_eq!(
+        std::fs::read(r.host("usr/bin/alpha")).unwrap(),
+        body("taker", 1)
+    );
+}
+
+/// M4: status after upgrades: every backup current with the package after an upgrade
+/// through the diversions; doctor healthy.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn status_and_doctor_after_an_upgrade_m4() {
+    assert_root("status_and_doctor_after_an_upgrade_m4");
+    let r = root_with_v1(false);
+    let sy = engine(&r);
+    apply(&sy, &links(false));
+    r.install(&pkg(2, false));
+    let st = sy.status().unwrap();
+    for t in &st.targets {
+        assert_eq!(t.state, DriftState::InEffect, "{t:?}");
+        assert_eq!(t.backup_current, Some(true), "{t:?}");
+        assert_eq!(t.version.as_deref(), Some("2.0"), "{t:?}");
+    }
+    let h = sy.doctor();
+    assert_eq!(h.exit_code, 0, "{h:?}");
+}

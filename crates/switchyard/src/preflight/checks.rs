@@ -27,14 +27,8 @@ impl Check for Packaged {
         if i.noop {
             return;
         }
-        if let Some((p, state)) = cx.unsettled.first() {
-            out.stop(format!(
-                "dpkg reports package {p} {state}{}: finish or repair it first (`dpkg --configure -a`, or `apt-get -f install`), then run this again",
-                match cx.unsettled.len() {
-                    1 => String::new(),
-                    n => format!(" (and {} more)", n - 1),
-                }
-            ));
+        if let Some(note) = unsettled_note(&cx.unsettled) {
+            out.stop(note);
         }
         match (&i.owner, cx.package_db, cx.policy.strict_ownership) {
             (Some(o), _, _) => out.note(format!("owned by {} {} ({})", o.package, o.version, o.db_path)),
@@ -55,6 +49,19 @@ impl Check for Packaged {
             ));
         }
     }
+}
+
+/// M3: why nothing package-owned may change while dpkg left packages `unsettled`
+/// (`(package, state)`); `None` when it left none.
+pub(crate) fn unsettled_note(unsettled: &[(String, String)]) -> Option<String> {
+    let (p, state) = unsettled.first()?;
+    Some(format!(
+        "dpkg reports package {p} {state}{}: finish or repair it first (`dpkg --configure -a`, or `apt-get -f install`), then run this again",
+        match unsettled.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        }
+    ))
 }
 
 /// S1: the target's directory is a real directory inside the root.

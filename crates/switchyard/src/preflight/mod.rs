@@ -10,7 +10,7 @@
 //! `inspect.rs` observes (target, what it resolves to, source, backup, mount flags);
 //! `checks.rs` holds the built-in gates.
 
-mod checks;
+pub(crate) mod checks;
 mod inspect;
 
 pub use checks::builtin_checks;

@@ -121,6 +121,20 @@ impl Switchyard {
             finish(&mut em, false, true, None);
             return Ok(report(&em, false, true, None, &targets));
         }
+        // M3: nothing package-owned moves, nor do the diversions change, while dpkg has
+        // left a package half-installed or half-configured (dry-run and commit alike).
+        let owned = actions.iter().any(|a| !a.noop && a.package.is_some());
+        if let Some(note) = db
+            .as_ref()
+            .filter(|_| owned)
+            .and_then(|db| crate::preflight::checks::unsettled_note(db.unsettled()))
+        {
+            let e = Error::new(ErrorId::Policy, note).with_remediation(
+                "run `dpkg --configure -a` (or `apt-get -f install`), then the same rollback again",
+            );
+            finish(&mut em, false, false, Some(&e));
+            return Err(e.with_run_id(em.run_id));
+        }
         // Undoing an older run under a newer one that changed the same targets would
         // strand the newer run's nodes: newest first.
         // A backup name can be reused and a newer run can install the very same link,
