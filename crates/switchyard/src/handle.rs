@@ -304,7 +304,13 @@ impl Switchyard {
         let mut cx = CheckContext::new(&self.policy, &items);
         if let Some(db) = &db {
             for i in &mut items {
-                i.owner = db.owners(&i.action.target).first().cloned();
+                let owners = db.owners(&i.action.target);
+                i.owner = owners.first().cloned();
+                i.other_spellings = owners
+                    .iter()
+                    .filter(|o| owners.first().is_some_and(|f| f.db_path != o.db_path))
+                    .map(|o| (o.db_path.clone(), o.package.clone()))
+                    .collect();
                 i.foreign_diversion = i
                     .owner
                     .as_ref()

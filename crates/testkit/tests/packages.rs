@@ -973,3 +973,40 @@ fn status_and_doctor_after_an_upgrade_m4() {
     let h = sy.doctor();
     assert_eq!(h.exit_code, 0, "{h:?}");
 }
+
+/// M1, M2 on merged-/usr: a target listed under both spellings (`/bin/omega` by one
+/// package, `/usr/bin/omega` by another — dpkg does not alias them, so it installs
+/// both over the same file) stops preflight: with only one spelling diverted, an upgrade of the other
+/// package would overwrite the link, and `dpkg --verify` reports the undiverted
+/// spelling (`?M5?????? /bin/omega`) right after the apply.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn merged_usr_target_listed_under_both_spellings_m1_m2() {
+    assert_root("merged_usr_target_listed_under_both_spellings_m1_m2");
+    let r = root_with_v1(true);
+    let old = |v: u32| {
+        Deb::builder("sy-old", &format!("{v}.0"))
+            .file("bin/omega", &body("omega-old", v), 0o755)
+            .build()
+    };
+    let new = |v: u32| {
+        Deb::builder("sy-new", &format!("{v}.0"))
+            .file("usr/bin/omega", &body("omega", v), 0o755)
+            .build()
+    };
+    r.install(&old(1));
+    r.install(&new(1));
+    let sy = engine(&r);
+    let input = PlanInput::default().link(sp("usr/bin/omega"), sp("usr/lib/alt/alpha"));
+    let before = tree(&r);
+    let e = sy
+        .apply(&sy.plan(&input).unwrap(), ApplyMode::Commit)
+        .expect_err("M2: only one of two spellings could be diverted");
+    assert_eq!(e.id(), ErrorId::Policy, "{e}");
+    assert!(
+        e.message().contains("/bin/omega") && e.message().contains("/usr/bin/omega"),
+        "names both spellings: {e}"
+    );
+    assert_eq!(tree(&r), before, "nothing changed");
+    assert!(ours(&r).is_empty());
+}

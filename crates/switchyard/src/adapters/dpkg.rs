@@ -35,7 +35,7 @@
 //!   target listed under both spellings keeps every owner. dpkg itself does not alias
 //!   the two spellings (a diversion of `/usr/bin/ls` does not catch an upgrade of a
 //!   package shipping `/bin/ls`), so a target is diverted under the spelling its
-//!   owning package uses.
+//!   owning package uses; a target listed under both spellings stops preflight.
 //! - What dpkg refuses in `diversions` (`ensure_diversions` reading with
 //!   `fgets_checked`), stopping every later `dpkg` and `dpkg-divert` run: a line
 //!   without its final newline or longer than 1022 bytes; an incomplete last triple;

@@ -42,6 +42,18 @@ impl Check for Packaged {
             ),
             (None, _, false) => {}
         }
+        if let (Some(o), false) = (&i.owner, i.other_spellings.is_empty()) {
+            out.stop(format!(
+                "dpkg lists this file under more than one path ({} by {}, {}); Switchyard can divert only one of them, and dpkg would overwrite the swap through another (M2): remove the stale listing (reinstall the packages) first",
+                o.db_path,
+                o.package,
+                i.other_spellings
+                    .iter()
+                    .map(|(p, pkg)| format!("{p} by {pkg}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         if let Some((holder, to)) = &i.foreign_diversion {
             out.stop(format!(
                 "dpkg already diverts this path to {to} ({}); Switchyard cannot divert it again (M2): remove that diversion with dpkg-divert first",

@@ -198,6 +198,7 @@ fn inspect_one(
         owner: None,
         foreign_diversion: None,
         own_diversion: None,
+        other_spellings: Vec::new(),
         mounted: false,
         resolved: None,
         source_through: None,

@@ -172,6 +172,9 @@ pub struct Inspection {
     /// Switchyard's own diversion of the target's database path, by a live run, whose
     /// diverted-to backup is in the store: its diverted-to path (M2).
     pub(crate) own_diversion: Option<String>,
+    /// Other database paths listing the same file as `owner` (merged-/usr: `/bin/x`
+    /// and `/usr/bin/x`), with their packages: `(path, package)` (M1, M2).
+    pub(crate) other_spellings: Vec<(String, String)>,
 }
 
 impl Inspection {
