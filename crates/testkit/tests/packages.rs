@@ -1010,3 +1010,100 @@ fn merged_usr_target_listed_under_both_spellings_m1_m2() {
     assert_eq!(tree(&r), before, "nothing changed");
     assert!(ours(&r).is_empty());
 }
+
+/// Holds `lock-frontend` as apt does while `during` runs with the engine waiting for
+/// it (started by `op` on another thread), upgrades the package meanwhile as dpkg under
+/// apt does (it takes only `lock`, DPKG_FRONTEND_LOCKED), then releases it; returns
+/// what `op` returned.
+fn while_apt_upgrades<T: Send>(r: &DpkgRoot, deb: &Deb, op: impl FnOnce() -> T + Send) -> T {
+    let mut apt = Command::new(LOCKHOLDER)
+        .arg(r.host("var/lib/dpkg/lock-frontend"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(apt.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    std::thread::scope(|s| {
+        let t = s.spawn(op);
+        // The engine reads the database, then waits for lock-frontend.
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        assert!(!t.is_finished(), "the engine waits for dpkg's lock");
+        let up = Command::new("dpkg")
+            .args(["--root", r.path().to_str().unwrap(), "--install"])
+            .arg(deb.path())
+            .env("DPKG_FRONTEND_LOCKED", "1")
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        assert!(
+            up.status.success(),
+            "{}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        apt.stdin.take().unwrap().write_all(b"\n").unwrap();
+        apt.wait().unwrap();
+        t.join().unwrap()
+    })
+}
+
+/// M1, M3: an apply that waited for dpkg's lock while dpkg upgraded the package does
+/// not act on the database it read before waiting: it stops with `E_LOCKING`,
+/// nothing changed, and the same apply then goes through.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn an_apply_waiting_for_dpkgs_lock_rereads_the_database_m1_m3() {
+    assert_root("an_apply_waiting_for_dpkgs_lock_rereads_the_database_m1_m3");
+    let r = root_with_v1(false);
+    let mut policy = Policy::dev();
+    policy.lock_timeout_ms = 20_000;
+    let (sy, _) = engine_for(r.path(), policy);
+    let plan = sy.plan(&links(false)).unwrap();
+    let v2 = pkg(2, false);
+    let e = while_apt_upgrades(&r, &v2, || sy.apply(&plan, ApplyMode::Commit))
+        .expect_err("M3: the database changed under the wait");
+    assert_eq!(e.id(), ErrorId::Locking, "{e}");
+    assert!(ours(&r).is_empty());
+    assert_eq!(
+        std::fs::read(r.host("usr/bin/alpha")).unwrap(),
+        body("alpha", 2)
+    );
+    let run = apply(&sy, &links(false));
+    assert!(run
+        .actions
+        .iter()
+        .all(|a| a.provenance.version.as_deref() == Some("2.0")));
+}
+
+/// M3, M5: the same for a rollback: it judges what dpkg left, not what it read before
+/// waiting — version 2 comes back and the rollback finishes.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn a_rollback_waiting_for_dpkgs_lock_judges_what_dpkg_left_m3_m5() {
+    assert_root("a_rollback_waiting_for_dpkgs_lock_judges_what_dpkg_left_m3_m5");
+    let r = root_with_v1(false);
+    let mut policy = Policy::dev();
+    policy.lock_timeout_ms = 20_000;
+    let (sy, _) = engine_for(r.path(), policy);
+    let run = apply(&sy, &links(false));
+    let v2 = pkg(2, false);
+    let done = while_apt_upgrades(&r, &v2, || {
+        sy.rollback(RunSelector::Id(run.run_id), ApplyMode::Commit)
+    });
+    let done = done.unwrap_or_else(|e| panic!("M5: the rollback judged a stale database: {e}"));
+    assert!(done
+        .actions
+        .iter()
+        .all(|a| a.result == RestoreResult::RestoredPackageUpdate));
+    for n in names(false) {
+        assert_eq!(
+            std::fs::read(r.host(&format!("usr/bin/{n}"))).unwrap(),
+            body(n, 2)
+        );
+    }
+    assert!(ours(&r).is_empty());
+    assert_verified(&r, "after the rollback");
+}

@@ -364,6 +364,24 @@ impl Switchyard {
         } else {
             None
         };
+        // What preflight read before the locks must still hold under them: dpkg may
+        // have run while this apply waited (M3).
+        if let (Some(_), Some(db)) = (&_dpkg, &packages) {
+            let targets: Vec<&crate::path::SafePath> =
+                record.actions.iter().map(|a| &a.target).collect();
+            let now = DpkgDb::load(&self.root, &targets).map_err(|e| fail(em, e, n))?;
+            if !now
+                .as_ref()
+                .is_some_and(|now| package::same_view(db, now, &targets))
+            {
+                let e = Error::new(
+                    ErrorId::Locking,
+                    "the package database changed while this apply waited for dpkg's lock; nothing was changed",
+                )
+                .with_remediation("run the same command again");
+                return Err(fail(em, e, n));
+            }
+        }
         if changed {
             let t = Instant::now();
             state.write_journal(&record).map_err(|e| fail(em, e, n))?;

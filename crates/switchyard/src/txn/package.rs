@@ -106,3 +106,36 @@ pub(crate) fn lock_if_needed(
         _ => Ok(None),
     }
 }
+
+/// [`lock_if_needed`], then, once dpkg's locks are held, the database read again for
+/// `targets`: what was read before waiting for the locks may be stale (dpkg ran
+/// meanwhile, M3, M5). Returns the locks and the database to act on.
+///
+/// # Errors
+///
+/// `E_LOCKING` as [`lock_if_needed`]; the database cannot be read again.
+pub(crate) fn lock_and_reload(
+    root: &crate::path::Root,
+    db: Option<DpkgDb>,
+    actions: &[ActionRecord],
+    targets: &[&crate::path::SafePath],
+    timeout_ms: u64,
+) -> Result<(Option<DpkgLock>, Option<DpkgDb>)> {
+    let lock = lock_if_needed(db.as_ref(), actions, timeout_ms)?;
+    if lock.is_none() {
+        return Ok((None, db));
+    }
+    Ok((lock, DpkgDb::load(root, targets)?))
+}
+
+/// Whether `a` and `b` (two reads of a database) say the same about `targets`: their
+/// owners, the diversions of those owners' paths, and the packages dpkg left unsettled.
+pub(crate) fn same_view(a: &DpkgDb, b: &DpkgDb, targets: &[&crate::path::SafePath]) -> bool {
+    a.unsettled() == b.unsettled()
+        && targets.iter().all(|t| {
+            a.owners(t) == b.owners(t)
+                && a.owners(t)
+                    .iter()
+                    .all(|o| a.diversion_of(&o.db_path) == b.diversion_of(&o.db_path))
+        })
+}

@@ -92,7 +92,13 @@ impl Switchyard {
             let targets: Vec<&crate::path::SafePath> =
                 j.actions.iter().map(|a| &a.target).collect();
             let db = DpkgDb::load(&self.root, &targets)?;
-            let _dpkg = package::lock_if_needed(db.as_ref(), &j.actions, rules.lock_timeout_ms)?;
+            let (_dpkg, db) = package::lock_and_reload(
+                &self.root,
+                db,
+                &j.actions,
+                &targets,
+                rules.lock_timeout_ms,
+            )?;
             if outcome == Outcome::Completed {
                 if let Some(db) = &db {
                     let applied: Vec<&crate::state::ActionRecord> =

@@ -96,6 +96,13 @@ impl Switchyard {
         // judgement makes the dry-run's prediction and the commit's undo.
         let paths: Vec<&crate::path::SafePath> = actions.iter().map(|a| &a.target).collect();
         let db = DpkgDb::load(&self.root, &paths)?;
+        // M3: dpkg's locks while package-owned targets and the diversions change,
+        // taken before anything is judged, and the database read again under them.
+        let (_dpkg, db) = if commit {
+            package::lock_and_reload(&self.root, db, &actions, &paths, rules.lock_timeout_ms)?
+        } else {
+            (None, db)
+        };
         let targets: Vec<RestoredTarget> = actions
             .iter()
             .rev()
@@ -171,8 +178,6 @@ impl Switchyard {
             finish(&mut em, true, false, None);
             return Ok(report(&em, true, false, None, &targets));
         }
-        // M3: dpkg's locks while package-owned targets and the diversions change.
-        let _dpkg = package::lock_if_needed(db.as_ref(), &actions, rules.lock_timeout_ms)?;
         let mut record = RunRecord {
             format: RECORD_FORMAT,
             run_id: em.run_id,
