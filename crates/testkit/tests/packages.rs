@@ -1011,6 +1011,91 @@ fn merged_usr_target_listed_under_both_spellings_m1_m2() {
     assert!(ours(&r).is_empty());
 }
 
+/// M2: a path dpkg already diverts — a local diversion, or one held by another
+/// package — stops preflight (Switchyard cannot divert it again), nothing changed.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn a_path_diverted_by_someone_else_stops_preflight_m2() {
+    assert_root("a_path_diverted_by_someone_else_stops_preflight_m2");
+    for holder in [vec!["--local"], vec!["--package", "sy-other"]] {
+        let r = root_with_v1(false);
+        let mut args = holder.clone();
+        args.extend([
+            "--no-rename",
+            "--divert",
+            "/usr/bin/alpha.theirs",
+            "--add",
+            "/usr/bin/alpha",
+        ]);
+        assert!(r.divert(&args).status.success());
+        let listed = r.divert_list();
+        let before = tree(&r);
+        let sy = engine(&r);
+        let e = sy
+            .apply(&sy.plan(&links(false)).unwrap(), ApplyMode::Commit)
+            .expect_err("M2: someone else's diversion");
+        assert_eq!(e.id(), ErrorId::Policy, "{holder:?}: {e}");
+        assert!(e.message().contains("already diverts"), "{holder:?}: {e}");
+        assert_eq!(tree(&r), before, "{holder:?}: nothing changed");
+        assert_eq!(r.divert_list(), listed, "{holder:?}: diversions unchanged");
+    }
+}
+
+/// S9: a run record whose package fields were crafted — a database path naming
+/// another path, a diverted-to path outside the target's store — makes rollback
+/// divert or undivert nothing but the run's own targets' diversions.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn crafted_package_fields_in_a_record_divert_nothing_else_s9() {
+    assert_root("crafted_package_fields_in_a_record_divert_nothing_else_s9");
+    let r = root_with_v1(false);
+    let sy = engine(&r);
+    let run = apply(&sy, &links(false));
+    assert!(r
+        .divert(&[
+            "--local",
+            "--no-rename",
+            "--divert",
+            "/usr/bin/zeta.local",
+            "--add",
+            "/usr/bin/zeta"
+        ])
+        .status
+        .success());
+    let rec_path = r.host(&format!(
+        "var/lib/switchyard/runs/{}/record.json",
+        run.run_id
+    ));
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&rec_path).unwrap()).unwrap();
+    for a in rec["actions"].as_array_mut().unwrap() {
+        let alpha = a["target"] == "usr/bin/alpha";
+        let p = &mut a["package"];
+        if alpha {
+            p["db_path"] = "/usr/bin/zeta".into();
+            p["diverted_to"] = "/usr/bin/zeta.local".into();
+        } else {
+            p["diverted_to"] = "/etc/passwd".into();
+        }
+    }
+    std::fs::write(&rec_path, serde_json::to_vec(&rec).unwrap()).unwrap();
+    let _ = sy.rollback(RunSelector::Id(run.run_id), ApplyMode::Commit);
+    let all = r.divert_list();
+    assert!(
+        all.contains(&"local diversion of /usr/bin/zeta to /usr/bin/zeta.local".to_owned()),
+        "S9: someone else's diversion kept: {all:?}"
+    );
+    for d in &all {
+        assert!(
+            d.starts_with("local diversion of /usr/bin/zeta ")
+                || d.starts_with("diversion of /usr/bin/alpha to /usr/bin/.switchyard/")
+                || d.starts_with("diversion of /usr/bin/beta to /usr/bin/.switchyard/"),
+            "S9: nothing else diverted: {all:?}"
+        );
+    }
+    assert!(!r.host("etc/passwd").exists());
+}
+
 /// Holds `lock-frontend` as apt does while `during` runs with the engine waiting for
 /// it (started by `op` on another thread), upgrades the package meanwhile as dpkg under
 /// apt does (it takes only `lock`, DPKG_FRONTEND_LOCKED), then releases it; returns
