@@ -1075,3 +1075,52 @@ fn host_database_agrees_with_dpkg_query_m1() {
     let sum = stdout(&tool("md5sum", &["/usr/bin/dpkg"]));
     assert_eq!(dpkg.md5.as_deref(), sum.split_whitespace().next());
 }
+
+/// M1 performance on this host's real database (`/var/lib/dpkg`, read-only): the time
+/// of one `DpkgDb::load` for 1, 100 and 1000 package-owned targets, and every target
+/// found owned. Ignored by default (it reads the host, whatever is installed there):
+/// `cargo test --release -p switchyard --lib host_database -- --ignored --nocapture`.
+#[test]
+#[ignore = "reads the host's /var/lib/dpkg; a timing probe, run by hand in release"]
+fn load_times_on_the_host_database_m1() {
+    let info = Path::new("/var/lib/dpkg/info");
+    let mut lists: Vec<PathBuf> = std::fs::read_dir(info)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "list"))
+        .collect();
+    lists.sort();
+    // Regular files on disk, one in every few, so the targets spread over packages.
+    let mut files = Vec::new();
+    for l in &lists {
+        for line in std::fs::read_to_string(l).unwrap().lines().step_by(7) {
+            let p = Path::new(line);
+            if std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()) {
+                files.push(line.trim_start_matches('/').to_owned());
+            }
+        }
+    }
+    let root = Root::open(Path::new("/")).unwrap();
+    for n in [1usize, 100, 1000] {
+        assert!(files.len() >= n, "the host has only {} files", files.len());
+        let step = files.len() / n;
+        let t: Vec<SafePath> = files.iter().step_by(step).take(n).map(|s| sp(s)).collect();
+        let refs: Vec<&SafePath> = t.iter().collect();
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let start = Instant::now();
+            let db = DpkgDb::load(&root, &refs).unwrap().expect("the host's database");
+            times.push(start.elapsed());
+            let unowned: Vec<_> = refs.iter().filter(|p| db.owners(p).is_empty()).collect();
+            assert!(unowned.is_empty(), "M1: not found owned: {unowned:?}");
+        }
+        times.sort();
+        println!(
+            "DpkgDb::load, {n} targets, {} lists: median {:?} (min {:?}, max {:?})",
+            lists.len(),
+            times[2],
+            times[0],
+            times[4]
+        );
+    }
+}
