@@ -317,6 +317,13 @@ impl Switchyard {
                     .and_then(|o| db.diversion_of(&o.db_path))
                     .filter(|d| !d.is_ours())
                     .map(|d| (d.holder.clone(), d.to.clone()));
+                if let Some(found) = updated_backup(i, records) {
+                    // M5: the backup dpkg upgraded through our diversion is what a
+                    // restore puts back; its MD5 was checked against the database.
+                    i.after_hash = found.1.sha256.clone();
+                    i.noop = false;
+                    i.restore_from = Some(found);
+                }
                 i.own_diversion = i
                     .owner
                     .as_ref()
@@ -429,4 +436,36 @@ fn holds_packaged_file(i: &preflight::Inspection) -> bool {
             .flatten()
             .as_deref()
             == Some(md5)
+}
+
+/// For a restore whose backup no longer holds the original (no `restore_from`): among
+/// the live link actions' backups of the target, newest first, the one a run diverted
+/// to that dpkg has since upgraded — a regular file with the owning package's MD5 (M5).
+/// Its own snapshot stands for its sidecar: the database vouches for it.
+fn updated_backup(
+    i: &preflight::Inspection,
+    records: &[RunRecord],
+) -> Option<(String, crate::node::Node, crate::node::Node)> {
+    if i.action.kind != plan::ActionKind::Restore || i.restore_from.is_some() {
+        return None;
+    }
+    let md5 = i.owner.as_ref()?.md5.as_deref()?;
+    let store = crate::store::open(i.dir.as_deref()?, false).ok()??;
+    records
+        .iter()
+        .rev()
+        .filter(|r| r.is_live_apply())
+        .flat_map(|r| r.actions.iter())
+        .filter(|a| a.target == i.action.target && a.kind == plan::ActionKind::Link && !a.noop)
+        .find_map(|a| {
+            let b = a.backup.as_deref()?;
+            let diverted = a.package.as_ref()?.diverted_to.as_deref()?;
+            (diverted == crate::txn::package::store_path(&a.target, b)
+                && crate::adapters::dpkg::md5_of(&store, b).ok()??.as_str() == md5)
+                .then_some(b)
+        })
+        .and_then(|b| {
+            let node = crate::node::Node::observe(&store, b, true).ok()?;
+            Some((b.to_owned(), node.clone(), node))
+        })
 }

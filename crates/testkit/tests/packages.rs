@@ -1192,3 +1192,33 @@ fn a_rollback_waiting_for_dpkgs_lock_judges_what_dpkg_left_m3_m5() {
     assert!(ours(&r).is_empty());
     assert_verified(&r, "after the rollback");
 }
+
+/// M2, M5: a `[[restore]]` of a package-owned target after an upgrade wrote version 2
+/// into its backup puts version 2 back (never version 1), removing the diversion;
+/// rolling the restore back swaps the link in again with its diversion.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn a_restore_after_an_upgrade_puts_the_packages_file_back_m2_m5() {
+    assert_root("a_restore_after_an_upgrade_puts_the_packages_file_back_m2_m5");
+    let r = root_with_v1(false);
+    let sy = engine(&r);
+    apply(&sy, &links(false));
+    r.install(&pkg(2, false));
+    let restore = sy
+        .apply(
+            &sy.plan(&PlanInput::default().restore(sp("usr/bin/alpha")))
+                .unwrap(),
+            ApplyMode::Commit,
+        )
+        .unwrap_or_else(|e| panic!("M5: restoring the package's updated file: {e}"));
+    assert_eq!(
+        std::fs::read(r.host("usr/bin/alpha")).unwrap(),
+        body("alpha", 2)
+    );
+    assert_eq!(ours(&r).len(), 1, "only beta is diverted");
+    assert_verified(&r, "after the restore");
+    sy.rollback(RunSelector::Id(restore.run_id), ApplyMode::Commit)
+        .unwrap();
+    assert_eq!(ours(&r).len(), 2);
+    assert_verified(&r, "after rolling the restore back");
+}

@@ -1109,7 +1109,9 @@ fn load_times_on_the_host_database_m1() {
         let mut times = Vec::new();
         for _ in 0..5 {
             let start = Instant::now();
-            let db = DpkgDb::load(&root, &refs).unwrap().expect("the host's database");
+            let db = DpkgDb::load(&root, &refs)
+                .unwrap()
+                .expect("the host's database");
             times.push(start.elapsed());
             let unowned: Vec<_> = refs.iter().filter(|p| db.owners(p).is_empty()).collect();
             assert!(unowned.is_empty(), "M1: not found owned: {unowned:?}");
