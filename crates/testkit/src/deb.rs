@@ -159,8 +159,9 @@ pub struct DebBuilder {
 }
 
 impl DebBuilder {
-    /// Adds a control field (`Replaces`, `Breaks`, `Conflicts`, …) to the package's
-    /// `DEBIAN/control`, e.g. `.control("Replaces", "old-pkg")`.
+    /// Adds a control field (`Replaces`, `Breaks`, `Multi-Arch`, …) to the package's
+    /// `DEBIAN/control`, e.g. `.control("Replaces", "old-pkg")`; `Architecture`
+    /// replaces the default `all`.
     pub fn control(mut self, field: &str, value: &str) -> DebBuilder {
         assert!(
             !field.is_empty()
@@ -196,8 +197,8 @@ impl DebBuilder {
     }
 
     /// Builds the package with `dpkg-deb --root-owner-group --build` into a fresh
-    /// temp directory (kept as long as the [`Deb`] lives). Architecture `all`, no
-    /// maintainer scripts. Panics with dpkg-deb's stderr if it refuses.
+    /// temp directory (kept as long as the [`Deb`] lives). Architecture `all` unless
+    /// set with [`DebBuilder::control`], no maintainer scripts. Panics with dpkg-deb's stderr if it refuses.
     pub fn build(self) -> Deb {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let tree = dir.path().join("tree");
@@ -206,8 +207,14 @@ impl DebBuilder {
         // dpkg-deb wants DEBIAN 0755..0775 whatever the umask.
         set_mode(&tree, 0o755);
         set_mode(&debian, 0o755);
+        let arch = self
+            .fields
+            .iter()
+            .find(|(f, _)| f == "Architecture")
+            .map_or("all", |(_, v)| v.as_str())
+            .to_owned();
         let control = format!(
-            "Package: {}\nVersion: {}\nArchitecture: all\n\
+            "Package: {}\nVersion: {}\nArchitecture: {arch}\n\
              Maintainer: Switchyard Tests <tests@switchyard.invalid>\n\
              Priority: optional\nSection: misc\n\
              Description: Switchyard test package {}\n{}",
@@ -216,6 +223,7 @@ impl DebBuilder {
             self.name,
             self.fields
                 .iter()
+                .filter(|(f, _)| f != "Architecture")
                 .map(|(f, v)| format!("{f}: {v}\n"))
                 .collect::<String>()
         );
@@ -252,7 +260,7 @@ impl DebBuilder {
         }
         let path = dir
             .path()
-            .join(format!("{}_{}_all.deb", self.name, self.version));
+            .join(format!("{}_{}_{arch}.deb", self.name, self.version));
         run_ok(
             "dpkg-deb",
             &[

@@ -1193,6 +1193,81 @@ fn a_rollback_waiting_for_dpkgs_lock_judges_what_dpkg_left_m3_m5() {
     assert_verified(&r, "after the rollback");
 }
 
+/// M1, M2, M5 with multi-arch: a file shared by the amd64 and i386 instances of a
+/// `Multi-Arch: same` package (listed in `pkg:amd64.list` and `pkg:i386.list`) is
+/// owned, diverted once, upgraded through the diversion, and rolled back to the
+/// upgraded file.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn a_multi_arch_shared_file_is_diverted_once_m1_m2_m5() {
+    assert_root("a_multi_arch_shared_file_is_diverted_once_m1_m2_m5");
+    let r = root_with_v1(false);
+    let out = Command::new("dpkg")
+        .args([
+            "--root",
+            r.path().to_str().unwrap(),
+            "--add-architecture",
+            "i386",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ma = |arch: &str, v: u32| {
+        Deb::builder("sy-ma", &format!("{v}.0"))
+            .control("Architecture", arch)
+            .control("Multi-Arch", "same")
+            .file("usr/bin/sy-ma-shared", &body("shared", v), 0o755)
+            .build()
+    };
+    let native = String::from_utf8(
+        Command::new("dpkg")
+            .arg("--print-architecture")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    let install = |v: u32| {
+        let (a, b) = (ma(&native, v), ma("i386", v));
+        let out = Command::new("dpkg")
+            .args(["--root", r.path().to_str().unwrap(), "--install"])
+            .args([a.path(), b.path()])
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    install(1);
+    assert!(r
+        .host(&format!("var/lib/dpkg/info/sy-ma:{native}.list"))
+        .exists());
+    assert!(r.host("var/lib/dpkg/info/sy-ma:i386.list").exists());
+    let sy = engine(&r);
+    let input = PlanInput::default().link(sp("usr/bin/sy-ma-shared"), sp("usr/lib/alt/alpha"));
+    let run = apply(&sy, &input);
+    assert_eq!(run.actions[0].provenance.pkg.as_deref(), Some("sy-ma"));
+    assert_eq!(ours(&r).len(), 1);
+    assert_verified(&r, "after apply");
+    install(2);
+    assert_verified(&r, "after the upgrade");
+    let got = rollback_settles(&r, &sy, &run, "after the multi-arch upgrade");
+    assert_eq!(got[0].1, RestoreResult::RestoredPackageUpdate);
+    assert_eq!(
+        std::fs::read(r.host("usr/bin/sy-ma-shared")).unwrap(),
+        body("shared", 2)
+    );
+}
+
 /// M2, M5: a `[[restore]]` of a package-owned target after an upgrade wrote version 2
 /// into its backup puts version 2 back (never version 1), removing the diversion;
 /// rolling the restore back swaps the link in again with its diversion.
