@@ -1297,3 +1297,59 @@ fn a_restore_after_an_upgrade_puts_the_packages_file_back_m2_m5() {
     assert_eq!(ours(&r).len(), 2);
     assert_verified(&r, "after rolling the restore back");
 }
+
+/// A3, M5: a rollback of targets whose package was removed (removed_with_package),
+/// killed in each undo window, is finished by recovery: no link, no backup, no store,
+/// no diversion of ours left.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn sigkill_while_rolling_back_a_removed_packages_targets_a3_m5() {
+    assert_root("sigkill_while_rolling_back_a_removed_packages_targets_a3_m5");
+    for point in [
+        fp::UNDO_AFTER_SWAP,
+        fp::UNDO_AFTER_DISPOSE,
+        fp::UNDO_BEFORE_UNDIVERT,
+        fp::ROLLBACK_BEFORE_COMMIT,
+    ] {
+        let r = root_with_v1(false);
+        let sy = engine(&r);
+        let run = apply(&sy, &links(false));
+        r.remove(PKG, false);
+        let end = run_child(
+            CHILD.as_ref(),
+            &Scenario {
+                root: r.path().to_path_buf(),
+                op: "rollback".into(),
+                failpoint: point.into(),
+                mode: "kill".into(),
+                nth: 1,
+                run: Some(run.run_id.to_string()),
+                links: Vec::new(),
+                fallback: false,
+            },
+        );
+        if point == fp::UNDO_AFTER_DISPOSE {
+            // Removing our link is the undo's only step: there may be no dispose.
+            assert!(
+                matches!(end, ChildEnd::Killed | ChildEnd::Finished(Ok(_))),
+                "{point}: {end:?}"
+            );
+        } else {
+            assert_eq!(end, ChildEnd::Killed, "{point}: never reached");
+        }
+        sy.recover(ApplyMode::Commit)
+            .unwrap_or_else(|e| panic!("{point}: recover: {e}"));
+        for n in names(false) {
+            assert!(
+                std::fs::symlink_metadata(r.host(&format!("usr/bin/{n}"))).is_err(),
+                "{point}: {n} left"
+            );
+        }
+        assert!(
+            !r.host("usr/bin/.switchyard").exists(),
+            "{point}: store left"
+        );
+        assert!(ours(&r).is_empty(), "{point}: {:?}", ours(&r));
+        assert!(!sy.status().unwrap().pending_journal);
+    }
+}
