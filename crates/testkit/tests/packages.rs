@@ -1353,3 +1353,36 @@ fn sigkill_while_rolling_back_a_removed_packages_targets_a3_m5() {
         assert!(!sy.status().unwrap().pending_journal);
     }
 }
+
+/// M3: on a root with a package database, even a plan of targets no package owns waits
+/// for dpkg's lock — dpkg may be installing a package that ships one right now.
+#[test]
+#[cfg_attr(testkit_not_root, ignore = "needs root: dpkg --root")]
+fn an_unowned_target_on_a_dpkg_root_still_waits_for_dpkgs_lock_m3() {
+    assert_root("an_unowned_target_on_a_dpkg_root_still_waits_for_dpkgs_lock_m3");
+    let r = root_with_v1(false);
+    std::fs::write(r.host("usr/bin/unowned"), b"#!/bin/sh\n").unwrap();
+    let mut policy = Policy::dev();
+    policy.lock_timeout_ms = 100;
+    let (sy, _) = engine_for(r.path(), policy);
+    let plan = sy
+        .plan(&PlanInput::default().link(sp("usr/bin/unowned"), sp("usr/lib/alt/unowned")))
+        .unwrap();
+    let mut holder = Command::new(LOCKHOLDER)
+        .arg(r.host("var/lib/dpkg/lock-frontend"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let before = tree(&r);
+    let e = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
+    holder.stdin.take().unwrap().write_all(b"\n").unwrap();
+    holder.wait().unwrap();
+    assert_eq!(e.id(), ErrorId::Locking, "{e}");
+    assert_eq!(tree(&r), before, "nothing changed");
+    sy.apply(&plan, ApplyMode::Commit).unwrap();
+}

@@ -88,7 +88,9 @@ pub(crate) fn settle(db: &DpkgDb, actions: &[&ActionRecord], forward: bool) -> R
     Ok(())
 }
 
-/// Takes dpkg's locks when any of `actions` involves a package (M3).
+/// Takes dpkg's locks when the root has a package database and any of `actions`
+/// changes something (M3): even a target no package owned when the database was read
+/// may be shipped by a package dpkg is installing right now.
 ///
 /// # Errors
 ///
@@ -99,9 +101,10 @@ pub(crate) fn lock_if_needed(
     timeout_ms: u64,
 ) -> Result<Option<DpkgLock>> {
     match db {
-        Some(db) if actions.iter().any(|a| !a.noop && a.package.is_some()) => Some(
-            DpkgLock::acquire(db.admin(), Duration::from_millis(timeout_ms)),
-        )
+        Some(db) if actions.iter().any(|a| !a.noop) => Some(DpkgLock::acquire(
+            db.admin(),
+            Duration::from_millis(timeout_ms),
+        ))
         .transpose(),
         _ => Ok(None),
     }
