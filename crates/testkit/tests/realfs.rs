@@ -173,14 +173,14 @@ fn state_on_another_filesystem_works_and_rolls_back_exactly() {
     assert_eq!(f.tree(), before);
 }
 
-/// F3, A3, A4: a power cut in every crash window of apply and rollback, on real xfs and
-/// ext4 (loop-mounted): the crash child is killed at the window, then the filesystem is
-/// shut down without flushing its log (what was not durable is lost) and mounted again.
+/// F3, A3, A4: a power cut in every crash window of apply and rollback, on real xfs,
+/// ext4 and btrfs (loop-mounted): the crash child is killed at the window, then what was
+/// not durable is lost (`LoopFs::power_cut`) and the filesystem is mounted again.
 /// `recover` then leaves exactly the pre-plan tree or exactly the applied one — for
 /// an apply past its commit point, the applied one.
 #[test]
 #[cfg_attr(testkit_not_root, ignore = "needs root: loop mounts, xfs_io shutdown")]
-fn a_power_cut_in_every_window_recovers_on_xfs_and_ext4_f3() {
+fn a_power_cut_in_every_window_recovers_on_xfs_ext4_and_btrfs_f3() {
     assert_root("power cuts");
     const CHILD: &str = env!("CARGO_BIN_EXE_crashchild");
     let windows = [
@@ -196,7 +196,7 @@ fn a_power_cut_in_every_window_recovers_on_xfs_and_ext4_f3() {
         ("rollback", fp::ROLLBACK_BEFORE_COMMIT),
     ];
     let mut cuts = 0;
-    for kind in ["xfs", "ext4"] {
+    for kind in ["xfs", "ext4", "btrfs"] {
         // The control: a cut loses what was written but not made durable.
         let fs = LoopFs::new(kind);
         rustix::fs::sync();
@@ -252,5 +252,5 @@ fn a_power_cut_in_every_window_recovers_on_xfs_and_ext4_f3() {
             drop(f);
         }
     }
-    eprintln!("{cuts} power cuts on xfs and ext4, each recovered to a whole tree");
+    eprintln!("{cuts} power cuts on xfs, ext4 and btrfs, each recovered to a whole tree");
 }
