@@ -389,6 +389,11 @@ pub struct ApplyActionFact {
     pub noop: bool,
     /// Time spent on this action.
     pub duration_ms: u64,
+    /// The filesystem rejected `renameat2`'s flags, so the hard-link method of A1 ran:
+    /// the original was hard-linked to its backup name and that link fsynced before the
+    /// rename (the target was never missing, so the swap is not `degraded`). Known only
+    /// once the swap ran: `false` in a dry-run, and removed by `redact` (O2).
+    pub link_fallback: bool,
     /// Who owns the target (O7).
     pub provenance: Provenance,
 }
@@ -764,9 +769,11 @@ impl Emitter {
     }
 }
 
-/// Fields removed by [`redact`]: durations, perf, lock timing and `dry_run`.
+/// Fields removed by [`redact`]: durations, perf, lock timing, `dry_run` and
+/// `link_fallback` (what only the commit observes).
 const REDACTED_AWAY: &[&str] = &[
     "duration_ms",
+    "link_fallback",
     "perf",
     "lock_wait_ms",
     "lock_attempts",
@@ -892,6 +899,7 @@ mod tests {
                 degraded_reason: None,
                 noop: false,
                 duration_ms: 5,
+                link_fallback: false,
                 provenance: Provenance::default(),
             },
         )));

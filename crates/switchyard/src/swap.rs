@@ -94,15 +94,17 @@ impl Mechanics {
     /// filesystem lacks the flag. Either way `to` is never replaced. The fallback is
     /// idempotent: a crash between its two steps leaves both names on one inode, and
     /// running it again finishes.
-    fn rename_noreplace(self, from: At<'_>, to: At<'_>) -> io::Result<()> {
+    /// Returns whether the `linkat` fallback ran.
+    fn rename_noreplace(self, from: At<'_>, to: At<'_>) -> io::Result<bool> {
         if self.rename_flags {
             match renameat_with(from.dir, from.name, to.dir, to.name, RenameFlags::NOREPLACE) {
                 Err(Errno::INVAL) => {}
-                r => return Ok(r?),
+                r => return Ok(r.map(|()| false)?),
             }
         }
         link_same(from, to)?;
-        Ok(unlinkat(from.dir, from.name, AtFlags::empty())?)
+        unlinkat(from.dir, from.name, AtFlags::empty())?;
+        Ok(true)
     }
 }
 
@@ -129,10 +131,15 @@ fn unlink_if_present(at: At<'_>) -> io::Result<()> {
 
 /// Moves action `a` forward: afterwards `T` (in `dir`) is the new node and the prior
 /// node is at `B` in `store`, the store of `dir`. Call only with the action's journal
-/// durable.
-pub(crate) fn apply(dir: &OwnedFd, store: &OwnedFd, a: &ActionRecord, m: Mechanics) -> Result<()> {
+/// durable. Returns whether the filesystem made it take the `linkat` fallback (A1).
+pub(crate) fn apply(
+    dir: &OwnedFd,
+    store: &OwnedFd,
+    a: &ActionRecord,
+    m: Mechanics,
+) -> Result<bool> {
     if a.noop {
-        return Ok(());
+        return Ok(false);
     }
     let t = At {
         dir,
@@ -162,15 +169,17 @@ pub(crate) fn apply(dir: &OwnedFd, store: &OwnedFd, a: &ActionRecord, m: Mechani
         }
     }
     let Some(b) = a.backup.as_deref() else {
-        m.rename_noreplace(s, t)
+        let fallback = m
+            .rename_noreplace(s, t)
             .map_err(|e| swap_err(a, "installing over absent target", e))?;
-        return hit(fp::APPLY_AFTER_SWAP).map_err(|e| swap_err(a, "swapped", e));
+        hit(fp::APPLY_AFTER_SWAP).map_err(|e| swap_err(a, "swapped", e))?;
+        return Ok(fallback);
     };
     let b = At {
         dir: store,
         name: b,
     };
-    match m.exchange(s, t) {
+    let fallback = match m.exchange(s, t) {
         Ok(()) => {
             hit(fp::APPLY_AFTER_SWAP).map_err(|e| swap_err(a, "swapped", e))?;
             let displaced = s
@@ -188,7 +197,7 @@ pub(crate) fn apply(dir: &OwnedFd, store: &OwnedFd, a: &ActionRecord, m: Mechani
                 return Err(replaced(a));
             }
             m.rename_noreplace(s, b)
-                .map_err(|e| swap_err(a, "moving original to backup", e))?;
+                .map_err(|e| swap_err(a, "moving original to backup", e))?
         }
         // The filesystem cannot exchange: hard-link the original to the backup name,
         // then rename the stage over the target (still never missing).
@@ -209,11 +218,13 @@ pub(crate) fn apply(dir: &OwnedFd, store: &OwnedFd, a: &ActionRecord, m: Mechani
             hit(fp::APPLY_AFTER_BACKUP).map_err(|e| swap_err(a, "backed up", e))?;
             renameat(store, s.name, dir, t.name)
                 .map_err(|e| swap_err(a, "renaming stage over target", e))?;
-            return hit(fp::APPLY_AFTER_SWAP).map_err(|e| swap_err(a, "swapped", e));
+            hit(fp::APPLY_AFTER_SWAP).map_err(|e| swap_err(a, "swapped", e))?;
+            return Ok(true);
         }
         Err(e) => return Err(swap_err(a, "exchanging stage and target", e)),
-    }
-    hit(fp::APPLY_AFTER_BACKUP).map_err(|e| swap_err(a, "backed up", e))
+    };
+    hit(fp::APPLY_AFTER_BACKUP).map_err(|e| swap_err(a, "backed up", e))?;
+    Ok(fallback)
 }
 
 /// The error for a target another process replaced after it was journaled.
@@ -459,6 +470,7 @@ fn dispose(dir: &OwnedFd, at: At<'_>, a: &ActionRecord, m: Mechanics) -> Result<
                     name: &a.stage,
                 },
             )
+            .map(|_| ())
             .map_err(|e| restore_err(a, "returning backup", e))
         }
     }

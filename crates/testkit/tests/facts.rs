@@ -218,3 +218,36 @@ fn schema_rejects_incomplete_facts_o3_o8() {
         "a failed summary without error_id/exit_code must not validate (O8)"
     );
 }
+
+/// A1, F2 (issue 8 #7): where the filesystem rejects renameat2's flags (forced here),
+/// the hard-link method reports itself: `link_fallback` on each swapped action's fact;
+/// never in a dry-run, never when the flags work.
+#[test]
+fn the_link_fallback_reports_itself_in_facts_a1() {
+    let fallback_flags = |fallback: bool, mode: ApplyMode| -> Vec<(String, bool)> {
+        let f = Fixture::new();
+        let (sy, sink) = switchyard_testkit::engine_with(f.path(), Policy::dev(), fallback);
+        sy.apply(&sy.plan(&standard_input()).unwrap(), mode)
+            .unwrap();
+        sink.facts()
+            .iter()
+            .map(|f| serde_json::to_value(f).unwrap())
+            .filter(|v| v["event"] == "apply.result" && v.get("path").is_some())
+            .map(|v| {
+                (
+                    v["path"].as_str().unwrap().to_owned(),
+                    v["link_fallback"] == true,
+                )
+            })
+            .collect()
+    };
+    let forced = fallback_flags(true, ApplyMode::Commit);
+    assert_eq!(forced.len(), 3);
+    assert!(forced.iter().all(|(_, fb)| *fb), "{forced:?}");
+    assert!(fallback_flags(true, ApplyMode::DryRun)
+        .iter()
+        .all(|(_, fb)| !fb));
+    assert!(fallback_flags(false, ApplyMode::Commit)
+        .iter()
+        .all(|(_, fb)| !fb));
+}

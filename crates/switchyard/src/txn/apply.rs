@@ -126,7 +126,7 @@ fn outcome(r: &ActionRecord, after_kind: NodeKind) -> ActionOutcome {
     }
 }
 
-fn result_fact(o: &ActionOutcome, duration_ms: u64) -> Fact {
+fn result_fact(o: &ActionOutcome, duration_ms: u64, link_fallback: bool) -> Fact {
     Fact::new(Event::ApplyResult(ApplyResultFact::Action(
         ApplyActionFact {
             action_id: o.action_id,
@@ -143,6 +143,7 @@ fn result_fact(o: &ActionOutcome, duration_ms: u64) -> Fact {
             degraded_reason: None,
             noop: o.noop,
             duration_ms,
+            link_fallback,
             provenance: o.provenance.clone(),
         },
     )))
@@ -285,7 +286,7 @@ impl Switchyard {
             let outcomes: Vec<ActionOutcome> =
                 recs.iter().map(|r| outcome(r, planned_kind(r))).collect();
             for o in &outcomes {
-                em.emit(result_fact(o, 0));
+                em.emit(result_fact(o, 0, false));
             }
             em.emit(summary(
                 n,
@@ -421,6 +422,7 @@ impl Switchyard {
         let swapped: std::result::Result<usize, (usize, Error)> = 'swap: {
             for (idx, (r, dir)) in record.actions.iter().zip(&dirs).enumerate() {
                 let t = Instant::now();
+                let mut fallback = false;
                 if !r.noop {
                     let Some(dir) = dir else {
                         let e = Error::new(
@@ -437,11 +439,12 @@ impl Switchyard {
                         sync.touch(&format!("{parent}/{}", store::STORE_DIR), st);
                         crate::swap::apply(dir, st, r, self.mechanics)
                     });
-                    if let Err(e) = swapped {
-                        break 'swap Err((idx + 1, e));
+                    match swapped {
+                        Ok(fb) => fallback = fb,
+                        Err(e) => break 'swap Err((idx + 1, e)),
                     }
                 }
-                outcomes.push((outcome(r, planned_kind(r)), ms(t)));
+                outcomes.push((outcome(r, planned_kind(r)), ms(t), fallback));
                 self.progress("apply", idx + 1, n);
             }
             // A restore over an absent target may have moved the last entry out of its
@@ -474,10 +477,10 @@ impl Switchyard {
         };
         perf.fsync_ms = ms(t_sync);
         // Per-action results only now: `backup_durable` is true once the fsyncs are done.
-        for (o, duration) in &outcomes {
-            em.emit(result_fact(o, *duration));
+        for (o, duration, fallback) in &outcomes {
+            em.emit(result_fact(o, *duration, *fallback));
         }
-        let outcomes: Vec<ActionOutcome> = outcomes.into_iter().map(|(o, _)| o).collect();
+        let outcomes: Vec<ActionOutcome> = outcomes.into_iter().map(|(o, _, _)| o).collect();
         let smoke_failure = self.smoke_check(&record);
         let smoke_facts = smoke_failure.1;
         if let Some(e) = smoke_failure.0 {
