@@ -146,15 +146,19 @@ pub(crate) fn holder_of(fd: impl AsFd) -> Option<(u32, String)> {
         rustix::fs::minor(st.st_dev),
         st.st_ino
     );
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    let pid = locks
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        // A waiter's line has `->` after the number: only holders are named.
-        .filter(|f| f.get(5) == Some(&key.as_str()))
-        .filter_map(|f| f.get(4)?.parse::<u32>().ok())
-        .filter(|pid| *pid != std::process::id())
-        .min()?;
+    // `/proc/locks` is a seq_file over a list other processes change while it is
+    // read: a busy system can drop a line from one read. A few reads settle it.
+    let pid = (0..5).find_map(|_| {
+        let locks = std::fs::read_to_string("/proc/locks").ok()?;
+        locks
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            // A waiter's line has `->` after the number: only holders are named.
+            .filter(|f| f.get(5) == Some(&key.as_str()))
+            .filter_map(|f| f.get(4)?.parse::<u32>().ok())
+            .filter(|pid| *pid != std::process::id())
+            .min()
+    })?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     Some((pid, comm.trim().to_owned()))
 }
