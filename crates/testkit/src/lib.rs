@@ -317,6 +317,29 @@ pub struct Scenario {
     pub fallback: bool,
 }
 
+impl Scenario {
+    /// The common scenario: `op` over `root`, killed at the first hit of `failpoint`,
+    /// with the native rename flags (`links` for an apply, `run` for a rollback).
+    pub fn kill(
+        root: &Path,
+        op: &str,
+        failpoint: &str,
+        run: Option<String>,
+        links: Vec<(String, String)>,
+    ) -> Scenario {
+        Scenario {
+            root: root.to_path_buf(),
+            op: op.into(),
+            failpoint: failpoint.into(),
+            mode: "kill".into(),
+            nth: 1,
+            run,
+            links,
+            fallback: false,
+        }
+    }
+}
+
 /// How the crash child ended.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ChildEnd {

@@ -84,16 +84,13 @@ fn golden_plan_preflight_apply_rollback_streams_t4() {
 #[test]
 fn golden_recovery_stream_t4() {
     let f = Fixture::new();
-    let sc = Scenario {
-        root: f.path().to_path_buf(),
-        op: "apply".into(),
-        failpoint: switchyard::failpoints::APPLY_BEFORE_SYNC.into(),
-        mode: "kill".into(),
-        nth: 1,
-        run: None,
-        links: standard_links(),
-        fallback: false,
-    };
+    let sc = Scenario::kill(
+        f.path(),
+        "apply",
+        switchyard::failpoints::APPLY_BEFORE_SYNC,
+        None,
+        standard_links(),
+    );
     assert_eq!(
         run_child(env!("CARGO_BIN_EXE_crashchild").as_ref(), &sc),
         ChildEnd::Killed

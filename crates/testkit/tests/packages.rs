@@ -431,16 +431,13 @@ fn sigkill_around_the_diversions_leaves_tree_and_database_agreeing_m2_a3() {
         let applied = run.map(|_| tree(&r));
         let end = run_child(
             CHILD.as_ref(),
-            &Scenario {
-                root: r.path().to_path_buf(),
-                op: op.into(),
-                failpoint: point.into(),
-                mode: "kill".into(),
-                nth: 1,
-                run: run.map(|r| r.to_string()),
-                links: linked.clone(),
-                fallback: false,
-            },
+            &Scenario::kill(
+                r.path(),
+                op,
+                point,
+                run.map(|r| r.to_string()),
+                linked.clone(),
+            ),
         );
         assert_eq!(end, ChildEnd::Killed, "{op} at {point}: never reached");
         sy.recover(ApplyMode::Commit)
@@ -839,16 +836,13 @@ fn an_upgrade_between_a_crash_and_recovery_is_settled_a3_m2_m5() {
         let run = (op == "rollback").then(|| apply(&sy, &links(false)).run_id);
         let end = run_child(
             CHILD.as_ref(),
-            &Scenario {
-                root: r.path().to_path_buf(),
-                op: op.into(),
-                failpoint: point.into(),
-                mode: "kill".into(),
-                nth: 1,
-                run: run.map(|r| r.to_string()),
-                links: linked.clone(),
-                fallback: false,
-            },
+            &Scenario::kill(
+                r.path(),
+                op,
+                point,
+                run.map(|r| r.to_string()),
+                linked.clone(),
+            ),
         );
         assert_eq!(end, ChildEnd::Killed, "{op} at {point}: never reached");
         let up = r.try_install(&v2);
@@ -1317,16 +1311,13 @@ fn sigkill_while_rolling_back_a_removed_packages_targets_a3_m5() {
         r.remove(PKG, false);
         let end = run_child(
             CHILD.as_ref(),
-            &Scenario {
-                root: r.path().to_path_buf(),
-                op: "rollback".into(),
-                failpoint: point.into(),
-                mode: "kill".into(),
-                nth: 1,
-                run: Some(run.run_id.to_string()),
-                links: Vec::new(),
-                fallback: false,
-            },
+            &Scenario::kill(
+                r.path(),
+                "rollback",
+                point,
+                Some(run.run_id.to_string()),
+                Vec::new(),
+            ),
         );
         if point == fp::UNDO_AFTER_DISPOSE {
             // Removing our link is the undo's only step: there may be no dispose.

@@ -681,16 +681,13 @@ fn rollback_last_obeys_the_run_selected_after_recovery_l3() {
     // A rollback of the newer run is killed right after its journal is durable.
     let end = run_child(
         EXE.as_ref(),
-        &Scenario {
-            root: f.path().to_path_buf(),
-            op: "rollback".into(),
-            failpoint: fp::ROLLBACK_AFTER_JOURNAL.into(),
-            mode: "kill".into(),
-            nth: 1,
-            run: Some(newer.run_id.to_string()),
-            links: Vec::new(),
-            fallback: false,
-        },
+        &Scenario::kill(
+            f.path(),
+            "rollback",
+            fp::ROLLBACK_AFTER_JOURNAL,
+            Some(newer.run_id.to_string()),
+            Vec::new(),
+        ),
     );
     assert_eq!(end, ChildEnd::Killed);
     let mut p = Policy::dev();

@@ -41,16 +41,13 @@ fn recovered_rollback_marks_its_apply_undone_r3() {
     let a = sy.apply(&plan, ApplyMode::Commit).unwrap();
     let end = run_child(
         EXE.as_ref(),
-        &Scenario {
-            root: f.path().to_path_buf(),
-            op: "rollback".into(),
-            failpoint: fp::ROLLBACK_BEFORE_COMMIT.into(),
-            mode: "kill".into(),
-            nth: 1,
-            run: Some(a.run_id.to_string()),
-            links: standard_links(),
-            fallback: false,
-        },
+        &Scenario::kill(
+            f.path(),
+            "rollback",
+            fp::ROLLBACK_BEFORE_COMMIT,
+            Some(a.run_id.to_string()),
+            standard_links(),
+        ),
     );
     assert_eq!(end, ChildEnd::Killed);
     sy.recover(ApplyMode::Commit).unwrap();

@@ -222,16 +222,13 @@ fn a_power_cut_in_every_window_recovers_on_xfs_ext4_and_btrfs_f3() {
             rustix::fs::sync();
             let end = run_child(
                 CHILD.as_ref(),
-                &Scenario {
-                    root: f.path().to_path_buf(),
-                    op: op.into(),
-                    failpoint: point.into(),
-                    mode: "kill".into(),
-                    nth: 1,
-                    run: run.map(|r| r.to_string()),
-                    links: standard_links(),
-                    fallback: false,
-                },
+                &Scenario::kill(
+                    f.path(),
+                    op,
+                    point,
+                    run.map(|r| r.to_string()),
+                    standard_links(),
+                ),
             );
             let ctx = format!("{kind}: power cut at {point} ({op})");
             assert_eq!(end, ChildEnd::Killed, "{ctx}: window never reached");
