@@ -42,6 +42,36 @@ fn pkg(v: u32, merged: bool) -> Deb {
     b.build()
 }
 
+/// dpkg's `lock-frontend` of a root held by another process (`dpkglockholder`, an
+/// fcntl write lock, as apt holds it) until released.
+struct HeldLock(std::process::Child);
+
+impl HeldLock {
+    fn take(r: &DpkgRoot) -> HeldLock {
+        let mut child = Command::new(LOCKHOLDER)
+            .arg(r.host("var/lib/dpkg/lock-frontend"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        HeldLock(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn release(mut self) {
+        self.0.stdin.take().unwrap().write_all(b"\n").unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
 /// A root with version 1 installed, `alpha` given `cap_net_raw+ep`, and the
 /// alternatives in `usr/lib/alt`.
 fn root_with_v1(merged: bool) -> DpkgRoot {
@@ -104,6 +134,25 @@ fn assert_verified(r: &DpkgRoot, when: &str) {
         "{when}: dpkg --verify: {}",
         v.stdout
     );
+}
+
+/// After a rollback (M5, R6, M2): each of `names` is version `v`'s file — never an
+/// older one — the backup store is gone, no diversion of ours is left, and
+/// `dpkg --verify` is clean.
+fn assert_back_at(r: &DpkgRoot, names: &[&str], v: u32, when: &str) {
+    for n in names {
+        assert_eq!(
+            std::fs::read(r.host(&format!("usr/bin/{n}"))).unwrap(),
+            body(n, v),
+            "M5 {when}: version {v} of {n} is back, never an older one"
+        );
+    }
+    assert!(
+        !r.host("usr/bin/.switchyard").exists(),
+        "R6 {when}: store gone"
+    );
+    assert!(ours(r).is_empty(), "M2 {when}: diversions gone");
+    assert_verified(r, when);
 }
 
 fn apply(sy: &Switchyard, input: &PlanInput) -> switchyard::ApplyReport {
@@ -225,18 +274,9 @@ fn upgrade_while_swapped(merged: bool) {
         .actions
         .iter()
         .all(|a| a.result == RestoreResult::RestoredPackageUpdate));
-    for n in names(merged) {
-        assert_eq!(
-            std::fs::read(r.host(&format!("usr/bin/{n}"))).unwrap(),
-            body(n, 2),
-            "M5: version 2 of {n} is back, never version 1"
-        );
-    }
     let beta = std::fs::symlink_metadata(r.host("usr/bin/beta")).unwrap();
     assert_eq!(beta.permissions().mode() & 0o7777, 0o4755);
-    assert!(!r.host("usr/bin/.switchyard").exists(), "R6: store gone");
-    assert!(ours(&r).is_empty(), "M2: diversions gone");
-    assert_verified(&r, "after rollback");
+    assert_back_at(&r, &names(merged), 2, "after rollback");
 }
 
 #[test]
@@ -328,23 +368,12 @@ fn dpkgs_lock_held_by_another_process_is_named_and_nothing_changes_m3() {
     policy.lock_timeout_ms = 200;
     let (sy, _) = engine_for(r.path(), policy);
     let plan = sy.plan(&links(false)).unwrap();
-    let mut holder = Command::new(LOCKHOLDER)
-        .arg(r.host("var/lib/dpkg/lock-frontend"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "locked");
+    let holder = HeldLock::take(&r);
     let before = tree(&r);
     let diversions = std::fs::read(r.host("var/lib/dpkg/diversions")).ok();
     let e = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
-    let pid = holder.id();
-    holder.stdin.take().unwrap().write_all(b"\n").unwrap();
-    holder.wait().unwrap();
+    let pid = holder.pid();
+    holder.release();
     assert_eq!(e.id(), ErrorId::Locking, "{e}");
     assert!(
         e.message().contains(&format!("dpkglockholder (pid {pid})")),
@@ -532,16 +561,7 @@ fn reapplying_a_drifted_target_keeps_one_backup_m4() {
         .unwrap();
     sy.rollback(RunSelector::Id(first.run_id), ApplyMode::Commit)
         .unwrap();
-    for n in names(false) {
-        assert_eq!(
-            std::fs::read(r.host(&format!("usr/bin/{n}"))).unwrap(),
-            body(n, 2),
-            "M5: version 2 of {n}"
-        );
-    }
-    assert!(!r.host("usr/bin/.switchyard").exists());
-    assert!(ours(&r).is_empty());
-    assert_verified(&r, "after both rollbacks");
+    assert_back_at(&r, &names(false), 2, "after both rollbacks");
 }
 
 /// M2, M5 with restores: a `[[restore]]` of a package-owned target puts the kept
@@ -1095,17 +1115,7 @@ fn crafted_package_fields_in_a_record_divert_nothing_else_s9() {
 /// apt does (it takes only `lock`, DPKG_FRONTEND_LOCKED), then releases it; returns
 /// what `op` returned.
 fn while_apt_upgrades<T: Send>(r: &DpkgRoot, deb: &Deb, op: impl FnOnce() -> T + Send) -> T {
-    let mut apt = Command::new(LOCKHOLDER)
-        .arg(r.host("var/lib/dpkg/lock-frontend"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(apt.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "locked");
+    let apt = HeldLock::take(r);
     std::thread::scope(|s| {
         let t = s.spawn(op);
         // The engine reads the database, then waits for lock-frontend.
@@ -1123,8 +1133,7 @@ fn while_apt_upgrades<T: Send>(r: &DpkgRoot, deb: &Deb, op: impl FnOnce() -> T +
             "{}",
             String::from_utf8_lossy(&up.stderr)
         );
-        apt.stdin.take().unwrap().write_all(b"\n").unwrap();
-        apt.wait().unwrap();
+        apt.release();
         t.join().unwrap()
     })
 }
@@ -1177,14 +1186,7 @@ fn a_rollback_waiting_for_dpkgs_lock_judges_what_dpkg_left_m3_m5() {
         .actions
         .iter()
         .all(|a| a.result == RestoreResult::RestoredPackageUpdate));
-    for n in names(false) {
-        assert_eq!(
-            std::fs::read(r.host(&format!("usr/bin/{n}"))).unwrap(),
-            body(n, 2)
-        );
-    }
-    assert!(ours(&r).is_empty());
-    assert_verified(&r, "after the rollback");
+    assert_back_at(&r, &names(false), 2, "after the rollback");
 }
 
 /// M1, M2, M5 with multi-arch: a file shared by the amd64 and i386 instances of a
@@ -1359,20 +1361,10 @@ fn an_unowned_target_on_a_dpkg_root_still_waits_for_dpkgs_lock_m3() {
     let plan = sy
         .plan(&PlanInput::default().link(sp("usr/bin/unowned"), sp("usr/lib/alt/unowned")))
         .unwrap();
-    let mut holder = Command::new(LOCKHOLDER)
-        .arg(r.host("var/lib/dpkg/lock-frontend"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let holder = HeldLock::take(&r);
     let before = tree(&r);
     let e = sy.apply(&plan, ApplyMode::Commit).unwrap_err();
-    holder.stdin.take().unwrap().write_all(b"\n").unwrap();
-    holder.wait().unwrap();
+    holder.release();
     assert_eq!(e.id(), ErrorId::Locking, "{e}");
     assert_eq!(tree(&r), before, "nothing changed");
     sy.apply(&plan, ApplyMode::Commit).unwrap();
