@@ -103,13 +103,19 @@ impl Switchyard {
         } else {
             (None, db)
         };
-        let targets: Vec<RestoredTarget> = actions
+        // Judged once: the prediction (dry-run report) and the backup checks (S6) read
+        // the same judgements.
+        let judgements: Vec<(&ActionRecord, Judgement)> = actions
+            .iter()
+            .filter(|a| !a.noop)
+            .map(|a| (a, judged(&self.root, a, db.as_ref())))
+            .collect();
+        let targets: Vec<RestoredTarget> = judgements
             .iter()
             .rev()
-            .filter(|a| !a.noop)
-            .map(|a| RestoredTarget {
+            .map(|(a, j)| RestoredTarget {
                 target: a.target.to_string(),
-                result: judged(&self.root, a, db.as_ref()).result(commit),
+                result: j.result(commit),
             })
             .collect();
         let report =
@@ -166,7 +172,7 @@ impl Switchyard {
         }
         // S6: verify every backup before anything moves.
         if rules.require_sidecar_integrity {
-            if let Err(e) = verify_backups(&self.root, &actions, db.as_ref()) {
+            if let Err(e) = verify_backups(&self.root, &judgements) {
                 finish(&mut em, false, false, Some(&e));
                 return Err(e.with_run_id(em.run_id));
             }
@@ -350,13 +356,10 @@ fn judged(root: &Root, a: &ActionRecord, db: Option<&DpkgDb>) -> Judgement {
 /// Checks every backup of `actions` against its sidecar hash (S6). A backup dpkg
 /// updated through the diversion is checked against the package's MD5 instead, when
 /// it is undone (M5); a target the package replaced keeps no backup to check.
-fn verify_backups(root: &Root, actions: &[ActionRecord], db: Option<&DpkgDb>) -> Result<()> {
-    for a in actions.iter().filter(|a| !a.noop) {
+fn verify_backups(root: &Root, judgements: &[(&ActionRecord, Judgement)]) -> Result<()> {
+    for (a, j) in judgements {
         // A target whose original is gone is checked too: its backup is missing.
-        if !matches!(
-            judged(root, a, db),
-            Judgement::Undo | Judgement::KeepReplaced
-        ) {
+        if !matches!(j, Judgement::Undo | Judgement::KeepReplaced) {
             continue;
         }
         let Some(b) = a.backup.as_deref() else {
