@@ -404,19 +404,35 @@ impl StateDir {
     ///
     /// The journal directory cannot be listed.
     pub fn stale_journal_temporaries(&self) -> Result<Vec<String>> {
-        let Some(dir) = self
-            .sub(JOURNAL)
-            .map_err(|e| io_err("opening journal directory", e))?
-        else {
-            return Ok(Vec::new());
+        Ok(self
+            .journal_temporaries()?
+            .map(|(_, n)| n)
+            .unwrap_or_default())
+    }
+
+    /// The journal directory and the temporary files in it, sorted; `None` without one.
+    fn journal_temporaries(&self) -> Result<Option<(OwnedFd, Vec<String>)>> {
+        let Some((dir, names)) = self.journal_listing()? else {
+            return Ok(None);
         };
-        let mut names: Vec<String> = list(&dir)
-            .map_err(|e| io_err("listing journal directory", e))?
+        let mut names: Vec<String> = names
             .into_iter()
             .filter(|n| n.starts_with('.') && n.ends_with(".json.tmp"))
             .collect();
         names.sort();
-        Ok(names)
+        Ok(Some((dir, names)))
+    }
+
+    /// The journal directory and its entries; `None` when there is none.
+    fn journal_listing(&self) -> Result<Option<(OwnedFd, Vec<String>)>> {
+        let Some(dir) = self
+            .sub(JOURNAL)
+            .map_err(|e| io_err("opening journal directory", e))?
+        else {
+            return Ok(None);
+        };
+        let names = list(&dir).map_err(|e| io_err("listing journal directory", e))?;
+        Ok(Some((dir, names)))
     }
 
     /// Removes the temporary files of [`Self::stale_journal_temporaries`]; call only
@@ -426,33 +442,26 @@ impl StateDir {
     ///
     /// One cannot be removed.
     pub fn remove_stale_journal_temporaries(&self) -> Result<usize> {
-        let names = self.stale_journal_temporaries()?;
-        if let (false, Some(dir)) = (
-            names.is_empty(),
-            self.sub(JOURNAL)
-                .map_err(|e| io_err("opening journal directory", e))?,
-        ) {
-            for n in &names {
-                match rustix::fs::unlinkat(&dir, n.as_str(), rustix::fs::AtFlags::empty()) {
-                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-                    Err(e) => return Err(io_err(format!("removing {n}"), e.into())),
-                }
+        let Some((dir, names)) = self.journal_temporaries()?.filter(|(_, n)| !n.is_empty()) else {
+            return Ok(0);
+        };
+        for n in &names {
+            match rustix::fs::unlinkat(&dir, n.as_str(), rustix::fs::AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(io_err(format!("removing {n}"), e.into())),
             }
-            rustix::fs::fsync(&dir).map_err(|e| io_err("syncing journal directory", e.into()))?;
         }
+        rustix::fs::fsync(&dir).map_err(|e| io_err("syncing journal directory", e.into()))?;
         Ok(names.len())
     }
 
     /// Every pending journal, oldest first.
     pub fn pending(&self) -> Result<Vec<RunRecord>> {
-        let Some(dir) = self
-            .sub(JOURNAL)
-            .map_err(|e| io_err("opening journal directory", e))?
-        else {
+        let Some((dir, names)) = self.journal_listing()? else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for name in list(&dir).map_err(|e| io_err("listing journal directory", e))? {
+        for name in names {
             if let Some(stem) = name.strip_suffix(".json").filter(|s| !s.starts_with('.')) {
                 let rec = match read_json(&dir, &name) {
                     // Settled (removed) since the listing, by a run the caller holds no
