@@ -1004,22 +1004,7 @@ fn a_large_plan_runs_at_a_small_open_file_limit() {
     );
     let before = sb.tree();
     let limited = |args: &[&str]| {
-        let mut full: Vec<String> = ["--nofile=64", BIN, "--root"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        full.push(sb.root().display().to_string());
-        full.extend(args.iter().map(|s| s.to_string()));
-        let o = std::process::Command::new("prlimit")
-            .args(&full)
-            .output()
-            .expect("prlimit (util-linux)");
-        assert!(
-            o.status.success(),
-            "{args:?} at nofile=64: {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        sb.run_limited(64, args).expect(0);
     };
     limited(&["apply", m.to_str().unwrap(), "--commit"]);
     assert_eq!(
@@ -1129,14 +1114,9 @@ fn running_out_of_descriptors_is_reported_as_that_not_a_policy_stop() {
     }
     let m = sb.manifest("m.toml", dev_manifest(&body));
     let before = sb.snapshot();
-    let o = std::process::Command::new("prlimit")
-        .args(["--nofile=64", BIN, "--root"])
-        .arg(sb.root())
-        .args(["apply", m.to_str().unwrap(), "--commit"])
-        .output()
-        .expect("prlimit (util-linux)");
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    let r = sb.run_limited(64, &["apply", m.to_str().unwrap(), "--commit"]);
+    let stderr = &r.stderr;
+    assert_eq!(r.code, 1, "{stderr}");
     assert!(
         stderr.contains("Too many open files") && stderr.contains("E_GENERIC"),
         "{stderr}"
@@ -1169,23 +1149,12 @@ fn a_commit_that_runs_out_of_descriptors_leaves_nothing_in_effect_o9_r4() {
     }
     let m = sb.manifest("m.toml", dev_manifest(&body));
     let before = sb.tree();
-    let mut args: Vec<String> = ["--nofile=64", BIN, "--json", "--root"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.push(sb.root().display().to_string());
-    args.extend(["apply", m.to_str().unwrap(), "--commit"].map(String::from));
-    let o = std::process::Command::new("prlimit")
-        .args(&args)
-        .output()
-        .expect("prlimit (util-linux)");
-    let out = String::from_utf8_lossy(&o.stdout);
-    let err = String::from_utf8_lossy(&o.stderr);
-    let ctx = format!("exit {:?}\n{out}\n{err}", o.status.code());
-    let doc: serde_json::Value =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {ctx}"));
+    let r = sb.run_limited(64, &["--json", "apply", m.to_str().unwrap(), "--commit"]);
+    let (out, err) = (&r.stdout, &r.stderr);
+    let ctx = format!("exit {}\n{out}\n{err}", r.code);
+    let doc: serde_json::Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {ctx}"));
     let pending = sb.run(&["--json", "status"]).json()["pending_journal"].clone();
-    if o.status.success() {
+    if r.code == 0 {
         // Fits after all: then it must be exactly applied, and roll back exactly.
         assert_eq!(doc["changed"], true, "{ctx}");
         assert_eq!(pending, false, "{ctx}");

@@ -77,6 +77,24 @@ impl Sandbox {
         run(&full, &[])
     }
 
+    /// Like [`Sandbox::run`] with at most `nofile` open descriptors
+    /// (`prlimit --nofile`, util-linux).
+    pub fn run_limited(&self, nofile: u32, args: &[&str]) -> Run {
+        let o = Command::new("prlimit")
+            .arg(format!("--nofile={nofile}"))
+            .arg(BIN)
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("prlimit (util-linux) must be installed: {e}"));
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
     /// Like [`Sandbox::run`] with extra environment for the child only.
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut full = vec!["--root".to_owned(), self.root().display().to_string()];
