@@ -418,6 +418,11 @@ impl Switchyard {
         let state = self.open_state(false)?;
         let records = self.records(state.as_ref())?;
         let pending = pending_runs(state.as_ref())?;
+        self.status_of(&records, &pending)
+    }
+
+    /// [`Switchyard::status`] from records and pending journals already read.
+    fn status_of(&self, records: &[RunRecord], pending: &[RunRecord]) -> Result<Status> {
         let pending_journal = !pending.is_empty();
         // R8: (run, target) pairs a pending rollback is undoing.
         let rolling_back: BTreeMap<(Uuid, &str), Uuid> = pending
@@ -622,12 +627,18 @@ impl Switchyard {
                         }
                     }
                 };
-                match sd.records() {
+                let records = sd.records();
+                match &records {
                     Ok(r) => sd_health.records = Some(r.len()),
                     Err(e) => problem(Area::RunRecords, e.message().to_owned()),
                 }
+                let journals = sd.pending();
                 // M4: a managed target that is no longer what its run made it.
-                if let Ok(st) = self.status() {
+                let st = match (&records, &journals) {
+                    (Ok(r), Ok(j)) => self.status_of(r, j).ok(),
+                    _ => None,
+                };
+                if let Some(st) = st {
                     managed = Some(st.targets.len());
                     // A target a pending rollback is undoing is not drift: its run is
                     // partly rolled back (R8).
@@ -677,7 +688,7 @@ impl Switchyard {
                     Ok(_) => {}
                     Err(e) => problem(Area::PendingJournal, e.message().to_owned()),
                 }
-                match sd.pending() {
+                match journals {
                     Ok(js) => {
                         pending = !js.is_empty();
                         if pending {
